@@ -1,0 +1,946 @@
+//! Engine throughput and latency, with a bare SQLite baseline in the same run.
+//!
+//! `cargo bench --bench engine` prints one table:
+//!
+//! 1. baseline: bare rusqlite (WAL, `synchronous=FULL`), per batch of B jobs one insert, one
+//!    claim and one complete transaction;
+//! 2. end to end over HTTP: the real router and engine, N no-op jobs POSTed by 64 clients, timed
+//!    until every job succeeded (this run also gives the 64-connection enqueue figures);
+//! 3. enqueue latency at 1 connection (sequential) and at 64 connections;
+//! 4. pickup latency: job `created_at` to its first attempt's `started_at`;
+//! 5. burn-down: jobs pre-inserted with the engine stopped, then drained, at two table sizes.
+//!
+//! `GLEANER_BENCH_QUICK=1` scales every N down 10× for a smoke run.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use gleaner::clock::{Clock, SystemClock};
+use gleaner::config::Config;
+use gleaner::connectors::ConnectorRegistry;
+use gleaner::job::spec::{Catalog, JobSpec, SourceSpec};
+use gleaner::server::{App, Parts};
+use gleaner::sinks::{SinkRegistry, SinkValidation};
+use gleaner::store::SharedStore;
+use rusqlite::{Connection, params};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Client tasks (and keep-alive connections) of the concurrent runs.
+const CLIENTS: usize = 64;
+/// How often the store is asked whether every job succeeded.
+const POLL: Duration = Duration::from_millis(50);
+/// Longest any one phase may take before the bench gives up.
+const PHASE_LIMIT: Duration = Duration::from_secs(600);
+
+fn now_ms() -> i64 {
+    SystemClock.now()
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn rate(count: usize, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64()
+}
+
+fn fmt_rate(per_second: f64) -> String {
+    format!("{per_second:>9.0} jobs/s")
+}
+
+fn fmt_ms(duration: Duration) -> String {
+    format!("{:.3} ms", duration.as_secs_f64() * 1000.0)
+}
+
+/// CPU time used so far: by the store's writer threads, and by the whole process.
+///
+/// Rates are wall-clock and move with the machine's load (other builds share its cores); CPU
+/// time per job does not, so the table shows both.
+#[derive(Clone, Copy)]
+struct Cpu {
+    writer: Duration,
+    process: Duration,
+}
+
+impl Cpu {
+    fn now() -> Self {
+        // The writer thread is named `gleaner-sqlite-writer`; `comm` keeps 15 bytes of it.
+        let mut writer = Duration::ZERO;
+        if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+            for task in tasks.flatten() {
+                let path = task.path();
+                let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+                if comm.trim_end() != "gleaner-sqlite-" {
+                    continue;
+                }
+                let nanos = std::fs::read_to_string(path.join("schedstat"))
+                    .ok()
+                    .and_then(|text| text.split_whitespace().next()?.parse::<u64>().ok())
+                    .unwrap_or(0);
+                writer += Duration::from_nanos(nanos);
+            }
+        }
+        // utime and stime, in clock ticks of 1/100 s, are fields 14 and 15 of /proc/self/stat
+        // (counted after the parenthesised command name, which may contain spaces).
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let ticks: u64 = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| {
+                rest.split_whitespace()
+                    .skip(11)
+                    .take(2)
+                    .filter_map(|field| field.parse::<u64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0);
+        Self {
+            writer,
+            process: Duration::from_millis(ticks * 10),
+        }
+    }
+
+    /// CPU per job since `self`: (writer threads, whole process), in µs.
+    fn per_job(self, jobs: usize) -> (f64, f64) {
+        let now = Self::now();
+        let micros = |duration: Duration| duration.as_secs_f64() * 1e6 / jobs as f64;
+        let writer = now.writer.saturating_sub(self.writer);
+        let process = now.process.saturating_sub(self.process).max(writer);
+        (micros(writer), micros(process))
+    }
+
+    /// The same, as a table note.
+    fn note(self, jobs: usize) -> String {
+        let (writer, process) = self.per_job(jobs);
+        format!("CPU/job: writer thread {writer:.0} µs, whole process {process:.0} µs")
+    }
+}
+
+/// Latency percentiles of a sample.
+struct Percentiles {
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+fn percentiles(mut sample: Vec<Duration>) -> Percentiles {
+    assert!(!sample.is_empty(), "empty latency sample");
+    sample.sort_unstable();
+    let at =
+        |q: f64| sample[((sample.len() as f64 * q).ceil() as usize).clamp(1, sample.len()) - 1];
+    Percentiles {
+        p50: at(0.50),
+        p99: at(0.99),
+        max: at(1.0),
+    }
+}
+
+/// The printed table: section, measure, value, note.
+#[derive(Default)]
+struct Table {
+    rows: Vec<[String; 4]>,
+}
+
+impl Table {
+    fn row(&mut self, section: &str, measure: &str, value: String, note: String) {
+        eprintln!("  {section} | {measure}: {value} {note}");
+        self.rows
+            .push([section.into(), measure.into(), value, note]);
+    }
+
+    fn print(&self) {
+        let widths: Vec<usize> = (0..4)
+            .map(|column| {
+                self.rows
+                    .iter()
+                    .map(|row| row[column].chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let rule: String = widths
+            .iter()
+            .map(|width| "-".repeat(width + 2))
+            .collect::<Vec<_>>()
+            .join("+");
+        println!("{rule}");
+        let mut last_section = "";
+        for row in &self.rows {
+            if !last_section.is_empty() && row[0] != last_section {
+                println!("{rule}");
+            }
+            last_section = &row[0];
+            let cells: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .enumerate()
+                .map(|(column, (cell, width))| {
+                    let pad = width - cell.chars().count();
+                    if column == 2 {
+                        format!(" {}{} ", " ".repeat(pad), cell)
+                    } else {
+                        format!(" {}{} ", cell, " ".repeat(pad))
+                    }
+                })
+                .collect();
+            println!("{}", cells.join("|"));
+        }
+        println!("{rule}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Baseline: bare rusqlite.
+
+/// Inserts, claims and completes `total` jobs in batches of `batch`: three transactions per
+/// batch, each committed with an fsync. Returns the elapsed time.
+fn baseline(total: usize, batch: usize) -> Duration {
+    let dir = TempDir::new().expect("temp dir");
+    let conn = Connection::open(dir.path().join("baseline.db")).expect("open baseline db");
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .expect("wal");
+    conn.pragma_update(None, "synchronous", "FULL")
+        .expect("synchronous");
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .expect("temp_store");
+    conn.pragma_update(None, "cache_size", -32_000)
+        .expect("cache_size");
+    conn.execute_batch(
+        "CREATE TABLE jobs (id TEXT PRIMARY KEY, state TEXT NOT NULL, run_at INTEGER NOT NULL,
+                            started_at INTEGER, finished_at INTEGER, payload TEXT NOT NULL);
+         CREATE INDEX jobs_due ON jobs (run_at) WHERE state = 'queued';
+         CREATE TABLE attempts (id INTEGER PRIMARY KEY, job_id TEXT NOT NULL,
+                                started_at INTEGER NOT NULL, ended_at INTEGER NOT NULL,
+                                outcome TEXT NOT NULL);
+         CREATE INDEX attempts_job ON attempts (job_id);",
+    )
+    .expect("baseline schema");
+    let payload = json!({"connector": "noop", "settings": {}, "processors": []}).to_string();
+    let started = Instant::now();
+    let mut done = 0;
+    while done < total {
+        let size = batch.min(total - done);
+        let now = now_ms();
+
+        conn.execute_batch("BEGIN IMMEDIATE").expect("begin");
+        {
+            let mut insert = conn
+                .prepare_cached(
+                    "INSERT INTO jobs (id, state, run_at, payload) VALUES (?1, 'queued', ?2, ?3)",
+                )
+                .expect("prepare insert");
+            for _ in 0..size {
+                insert
+                    .execute(params![uuid::Uuid::now_v7().to_string(), now, payload])
+                    .expect("insert");
+            }
+        }
+        conn.execute_batch("COMMIT").expect("commit insert");
+
+        conn.execute_batch("BEGIN IMMEDIATE").expect("begin");
+        let claimed: Vec<String> = {
+            let mut claim = conn
+                .prepare_cached(
+                    "UPDATE jobs SET state = 'running', started_at = ?1
+                     WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND run_at <= ?1
+                                  ORDER BY run_at LIMIT ?2)
+                     RETURNING id",
+                )
+                .expect("prepare claim");
+            claim
+                .query_map(params![now_ms(), size as i64], |row| row.get(0))
+                .expect("claim")
+                .collect::<rusqlite::Result<_>>()
+                .expect("claimed rows")
+        };
+        conn.execute_batch("COMMIT").expect("commit claim");
+        assert_eq!(claimed.len(), size, "baseline claimed a partial batch");
+
+        conn.execute_batch("BEGIN IMMEDIATE").expect("begin");
+        {
+            let end = now_ms();
+            let mut complete = conn
+                .prepare_cached(
+                    "UPDATE jobs SET state = 'succeeded', finished_at = ?2 WHERE id = ?1 AND state = 'running'",
+                )
+                .expect("prepare complete");
+            let mut attempt = conn
+                .prepare_cached(
+                    "INSERT INTO attempts (job_id, started_at, ended_at, outcome)
+                     VALUES (?1, ?2, ?3, 'succeeded')",
+                )
+                .expect("prepare attempt");
+            for id in &claimed {
+                assert_eq!(complete.execute(params![id, end]).expect("complete"), 1);
+                attempt.execute(params![id, now, end]).expect("attempt");
+            }
+        }
+        conn.execute_batch("COMMIT").expect("commit complete");
+        done += size;
+    }
+    let elapsed = started.elapsed();
+    let succeeded: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'",
+            [],
+            |row| row.get(0),
+        )
+        .expect("count");
+    assert_eq!(succeeded as usize, total, "baseline lost jobs");
+    elapsed
+}
+
+/// Median time of one small `synchronous=FULL` commit on the temp directory's disk.
+fn commit_latency() -> Duration {
+    let dir = TempDir::new().expect("temp dir");
+    let conn = Connection::open(dir.path().join("fsync.db")).expect("open");
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .expect("wal");
+    conn.pragma_update(None, "synchronous", "FULL")
+        .expect("synchronous");
+    conn.execute_batch("CREATE TABLE t (x INTEGER)")
+        .expect("table");
+    let sample = (0..200)
+        .map(|n| {
+            let started = Instant::now();
+            conn.execute("INSERT INTO t VALUES (?1)", [n])
+                .expect("insert");
+            started.elapsed()
+        })
+        .collect();
+    percentiles(sample).p50
+}
+
+// ---------------------------------------------------------------------------------------------
+// The application under test.
+
+/// The real application on a temp data directory, served on `127.0.0.1:0`.
+struct Server {
+    app: App,
+    base: String,
+    token: String,
+    shutdown: CancellationToken,
+    engine: Option<JoinHandle<()>>,
+    serving: Option<JoinHandle<()>>,
+    config: Config,
+    _dir: TempDir,
+}
+
+impl Server {
+    async fn start(engine: bool, http: bool) -> Self {
+        let dir = TempDir::new().expect("temp dir");
+        let mut config = Config {
+            data_dir: dir.path().to_owned(),
+            ..Config::default()
+        };
+        config.engine = engine_config();
+        let app = App::build(&config, Parts::default())
+            .await
+            .expect("build app");
+        let shutdown = CancellationToken::new();
+        let mut server = Self {
+            app,
+            base: String::new(),
+            token: String::new(),
+            shutdown,
+            engine: None,
+            serving: None,
+            config,
+            _dir: dir,
+        };
+        if engine {
+            server.start_engine().await;
+        }
+        if http {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            server.base = format!("http://{}", listener.local_addr().expect("addr"));
+            let router = server.app.router();
+            let stop = server.shutdown.clone();
+            server.serving = Some(tokio::spawn(async move {
+                let _ = axum::serve(listener, router)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await;
+            }));
+            server.token = std::fs::read_to_string(server.config.data_dir.join("admin-token"))
+                .expect("admin token")
+                .trim()
+                .to_owned();
+        }
+        server
+    }
+
+    async fn start_engine(&mut self) {
+        self.engine = Some(
+            self.app
+                .start_engine(&self.shutdown)
+                .await
+                .expect("start engine"),
+        );
+    }
+
+    fn store(&self) -> &SharedStore {
+        &self.app.store
+    }
+
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(serving) = self.serving.take() {
+            let _ = serving.await;
+        }
+        if let Some(engine) = self.engine.take() {
+            let _ = engine.await;
+        }
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(CLIENTS)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("http client")
+}
+
+fn noop_body() -> String {
+    json!({"sources": [{"connector": "noop"}]}).to_string()
+}
+
+/// POSTs one job and returns its id and the request's latency.
+async fn post_job(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: &str,
+) -> (uuid::Uuid, Duration) {
+    let started = Instant::now();
+    let response = client
+        .post(url)
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("POST /v1/jobs");
+    let status = response.status();
+    let bytes = response.bytes().await.expect("response body");
+    let latency = started.elapsed();
+    assert_eq!(
+        status,
+        reqwest::StatusCode::ACCEPTED,
+        "POST /v1/jobs: {}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let view: Value = serde_json::from_slice(&bytes).expect("job json");
+    let id = view["id"]
+        .as_str()
+        .and_then(|id| uuid::Uuid::parse_str(id).ok())
+        .expect("job id");
+    (id, latency)
+}
+
+/// POSTs `total` jobs from `clients` concurrent tasks sharing one client; returns every
+/// request's latency and the time until the last 202.
+async fn post_many(server: &Server, total: usize, clients: usize) -> (Vec<Duration>, Duration) {
+    let client = client();
+    let url = format!("{}/v1/jobs", server.base);
+    let body = noop_body();
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (client, url, token, body, next) = (
+                client.clone(),
+                url.clone(),
+                server.token.clone(),
+                body.clone(),
+                next.clone(),
+            );
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                while next.fetch_add(1, Ordering::Relaxed) < total {
+                    latencies.push(post_job(&client, &url, &token, &body).await.1);
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(total);
+    for task in tasks {
+        latencies.extend(task.await.expect("client task"));
+    }
+    (latencies, started.elapsed())
+}
+
+/// Jobs per status, from the store's snapshot: (with `status`, failed or dead or cancelled).
+async fn jobs_with_status(store: &SharedStore, status: &str) -> (u64, u64) {
+    let snapshot = store.snapshot(now_ms()).await.expect("snapshot");
+    let count = |wanted: &[&str]| {
+        snapshot
+            .jobs_by_status
+            .iter()
+            .filter(|(status, _)| wanted.contains(&status.as_str()))
+            .map(|(_, count)| count)
+            .sum::<u64>()
+    };
+    (count(&[status]), count(&["failed", "dead", "cancelled"]))
+}
+
+/// How waiting for the drain went.
+struct Drained {
+    /// From `since` until the poll that saw every job succeeded.
+    elapsed: Duration,
+    /// Mean time of one cheap poll (the cost of watching).
+    poll: Duration,
+    /// Time of one full `store.snapshot` at the end (what `/metrics` pays).
+    snapshot: Duration,
+}
+
+/// Polls every [`POLL`] until `total` jobs succeeded.
+///
+/// `store.snapshot` counts every job and step (a scan: ~60 ms at 50 000 jobs on this class of
+/// machine), so polling it every 50 ms would steal a core from the engine being measured.
+/// Each poll instead asks the store's database, on its own read-only connection, whether any
+/// job is still queued or running (one probe of the `jobs_status` index), and only then
+/// confirms with `store.snapshot` that `total` jobs succeeded.
+async fn wait_succeeded(server: &Server, total: usize, since: Instant) -> Drained {
+    let path = server.config.store_path();
+    let probe = tokio::task::spawn_blocking(move || {
+        let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open probe connection");
+        conn.busy_timeout(Duration::from_secs(5)).expect("busy");
+        conn
+    })
+    .await
+    .expect("probe");
+    let probe = Arc::new(std::sync::Mutex::new(probe));
+    let (mut polls, mut spent) = (0u32, Duration::ZERO);
+    loop {
+        let asked = Instant::now();
+        let probe_conn = probe.clone();
+        let pending: bool = tokio::task::spawn_blocking(move || {
+            probe_conn
+                .lock()
+                .expect("probe lock")
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM jobs WHERE status IN ('queued', 'running'))",
+                    [],
+                    |row| row.get(0),
+                )
+                .expect("probe query")
+        })
+        .await
+        .expect("probe task");
+        spent += asked.elapsed();
+        polls += 1;
+        if !pending {
+            let seen = since.elapsed();
+            let asked = Instant::now();
+            let (succeeded, failed) = jobs_with_status(server.store(), "succeeded").await;
+            let snapshot = asked.elapsed();
+            assert_eq!(failed, 0, "jobs failed during the bench");
+            if succeeded as usize >= total {
+                return Drained {
+                    elapsed: seen,
+                    poll: spent / polls,
+                    snapshot,
+                };
+            }
+        }
+        assert!(
+            since.elapsed() < PHASE_LIMIT,
+            "jobs still unfinished after {PHASE_LIMIT:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2 + 3. End to end over HTTP, enqueue latency.
+
+async fn end_to_end(table: &mut Table, total: usize, baseline_rate: f64) {
+    let server = Server::start(true, true).await;
+    let cpu = Cpu::now();
+    let started = Instant::now();
+    let (latencies, enqueued) = post_many(&server, total, CLIENTS).await;
+    let drained = wait_succeeded(&server, total, started).await;
+    let cpu = cpu.note(total);
+    server.stop().await;
+
+    let e2e = rate(total, drained.elapsed);
+    let section = "2 end to end (HTTP)";
+    table.row(
+        section,
+        &format!("{total} jobs, {CLIENTS} clients, POST → all succeeded"),
+        fmt_rate(e2e),
+        format!(
+            "{:.2}× baseline; {:.2} s",
+            e2e / baseline_rate,
+            drained.elapsed.as_secs_f64()
+        ),
+    );
+    table.row(
+        section,
+        "CPU per job (HTTP client included)",
+        String::new(),
+        cpu,
+    );
+    table.row(
+        section,
+        "completion poll (index probe) / one store.snapshot",
+        fmt_ms(drained.poll),
+        format!(
+            "every {} ms / {}",
+            POLL.as_millis(),
+            fmt_ms(drained.snapshot)
+        ),
+    );
+    let section = "3 enqueue (engine running)";
+    table.row(
+        section,
+        &format!("throughput, {CLIENTS} connections (same run as 2)"),
+        fmt_rate(rate(total, enqueued)),
+        format!("{:.2} s until the last 202", enqueued.as_secs_f64()),
+    );
+    let p = percentiles(latencies);
+    table.row(
+        section,
+        &format!("latency p50, {CLIENTS} connections"),
+        fmt_ms(p.p50),
+        String::new(),
+    );
+    table.row(
+        section,
+        &format!("latency p99, {CLIENTS} connections"),
+        fmt_ms(p.p99),
+        format!("max {}", fmt_ms(p.max)),
+    );
+}
+
+async fn enqueue_sequential(table: &mut Table, total: usize) {
+    let server = Server::start(true, true).await;
+    let client = client();
+    let url = format!("{}/v1/jobs", server.base);
+    let body = noop_body();
+    // Warm the connection and the token cache.
+    post_job(&client, &url, &server.token, &body).await;
+    let started = Instant::now();
+    let mut latencies = Vec::with_capacity(total);
+    for _ in 0..total {
+        latencies.push(post_job(&client, &url, &server.token, &body).await.1);
+    }
+    let elapsed = started.elapsed();
+    wait_succeeded(&server, total + 1, Instant::now()).await;
+    server.stop().await;
+
+    let section = "3 enqueue (engine running)";
+    let p = percentiles(latencies);
+    table.row(
+        section,
+        &format!("latency p50, 1 connection ({total} sequential)"),
+        fmt_ms(p.p50),
+        format!("{} sequential", fmt_rate(rate(total, elapsed))),
+    );
+    table.row(
+        section,
+        "latency p99, 1 connection",
+        fmt_ms(p.p99),
+        format!(
+            "target ≤ 0.5 ms: {}; max {}",
+            verdict(p.p99 <= Duration::from_micros(500)),
+            fmt_ms(p.max)
+        ),
+    );
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "MISSED" }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Pickup latency.
+
+async fn pickup(table: &mut Table, total: usize, gap: Duration) {
+    let server = Server::start(true, true).await;
+    let client = client();
+    let url = format!("{}/v1/jobs", server.base);
+    let body = noop_body();
+    post_job(&client, &url, &server.token, &body).await;
+    let mut ids = Vec::with_capacity(total);
+    for _ in 0..total {
+        ids.push(post_job(&client, &url, &server.token, &body).await.0);
+        tokio::time::sleep(gap).await;
+    }
+    wait_succeeded(&server, total + 1, Instant::now()).await;
+    let mut sample = Vec::with_capacity(total);
+    for id in ids {
+        let detail = server
+            .store()
+            .get_job(id)
+            .await
+            .expect("get job")
+            .expect("job exists");
+        let first = detail.attempts.first().expect("an attempt");
+        sample.push(first.started_at - detail.job.created_at);
+    }
+    server.stop().await;
+
+    sample.sort_unstable();
+    let at =
+        |q: f64| sample[((sample.len() as f64 * q).ceil() as usize).clamp(1, sample.len()) - 1];
+    let within = sample.iter().filter(|&&ms| ms <= 1).count();
+    let section = "4 pickup (created_at → started_at)";
+    table.row(
+        section,
+        &format!("p50 over {total} jobs, one every {} ms", gap.as_millis()),
+        format!("{} ms", at(0.5)),
+        format!(
+            "target ≤ 1 ms: {}; store times are whole ms",
+            verdict(at(0.5) <= 1)
+        ),
+    );
+    table.row(
+        section,
+        "p99",
+        format!("{} ms", at(0.99)),
+        format!(
+            "max {} ms; {:.1}% ≤ 1 ms",
+            at(1.0),
+            100.0 * within as f64 / total as f64
+        ),
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Burn-down.
+
+/// Inserts `total` no-op jobs through `store.create_job` from many tasks, so group commit
+/// batches them; returns the elapsed time.
+async fn pre_insert(server: &Server, total: usize) -> Duration {
+    let files_root = server.config.files_root();
+    let connectors = ConnectorRegistry::builtin();
+    let sinks = SinkRegistry::builtin();
+    let catalog = Catalog {
+        connectors: &connectors,
+        sinks: &sinks,
+        sink_validation: &SinkValidation { files_root },
+    };
+    let spec = JobSpec {
+        sources: vec![SourceSpec {
+            connector: "noop".into(),
+            settings: json!({}),
+        }],
+        processors: Vec::new(),
+        sinks: Vec::new(),
+        retry: None,
+    };
+    let defaults = server.config.engine.step_defaults();
+    // One validated plan; each job is a copy with its own id and creation time.
+    let template = spec
+        .plan(&catalog, defaults, now_ms(), None)
+        .expect("noop spec plans");
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..512)
+        .map(|_| {
+            let (store, next, template) = (server.store().clone(), next.clone(), template.clone());
+            tokio::spawn(async move {
+                while next.fetch_add(1, Ordering::Relaxed) < total {
+                    let mut job = template.clone();
+                    job.id = uuid::Uuid::now_v7();
+                    job.created_at = now_ms();
+                    store.create_job(job).await.expect("create job");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("insert task");
+    }
+    started.elapsed()
+}
+
+/// Pre-inserts `total` jobs with the engine stopped, starts it and times the drain.
+/// A burn-down's figures.
+struct BurnDown {
+    drain: f64,
+    insert: f64,
+    drained: Drained,
+    cpu: String,
+}
+
+async fn burn_down(total: usize) -> BurnDown {
+    let mut server = Server::start(false, false).await;
+    let inserted = pre_insert(&server, total).await;
+    let (queued, _) = jobs_with_status(server.store(), "queued").await;
+    assert_eq!(queued as usize, total, "pre-insert lost jobs");
+    let cpu = Cpu::now();
+    let started = Instant::now();
+    server.start_engine().await;
+    let drained = wait_succeeded(&server, total, started).await;
+    let cpu = cpu.note(total);
+    server.stop().await;
+    BurnDown {
+        drain: rate(total, drained.elapsed),
+        insert: rate(total, inserted),
+        drained,
+        cpu,
+    }
+}
+
+async fn burn_downs(table: &mut Table, small: usize, large: usize, baseline_rate: f64) {
+    let section = "5 burn-down (engine started on a full queue)";
+    let mut rates = Vec::new();
+    for total in [small, large] {
+        eprintln!("burn-down of {total} jobs…");
+        let BurnDown {
+            drain,
+            insert,
+            drained,
+            cpu,
+        } = burn_down(total).await;
+        table.row(
+            section,
+            &format!("{total} jobs drained"),
+            fmt_rate(drain),
+            format!(
+                "{:.2}× baseline; target ≥ 50 000: {}",
+                drain / baseline_rate,
+                verdict(drain >= 50_000.0)
+            ),
+        );
+        table.row(
+            section,
+            &format!("{total} jobs drained: CPU"),
+            String::new(),
+            cpu,
+        );
+        table.row(
+            section,
+            &format!("{total} jobs pre-inserted (create_job, 512 tasks)"),
+            fmt_rate(insert),
+            format!(
+                "poll {} / store.snapshot {}",
+                fmt_ms(drained.poll),
+                fmt_ms(drained.snapshot)
+            ),
+        );
+        rates.push(drain);
+    }
+    table.row(
+        section,
+        &format!("flatness: rate at {large} / rate at {small}"),
+        format!("{:.2}", rates[1] / rates[0]),
+        "1.00 = flat as the table grows".into(),
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// The engine's default settings, with `GLEANER_BENCH_CONCURRENCY` and
+/// `GLEANER_BENCH_CLAIM_BATCH` overriding its worker slots and claim size (for tuning runs).
+fn engine_config() -> gleaner::engine::EngineConfig {
+    let read = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .map(|value| value.parse::<usize>().expect("a positive number"))
+    };
+    let mut config = gleaner::engine::EngineConfig::default();
+    if let Some(concurrency) = read("GLEANER_BENCH_CONCURRENCY") {
+        config.concurrency = concurrency.max(1);
+    }
+    if let Some(batch) = read("GLEANER_BENCH_CLAIM_BATCH") {
+        config.claim_batch = batch.max(1);
+    }
+    config
+}
+
+/// Whether `section` runs: all of them unless `GLEANER_BENCH_ONLY` lists some
+/// (`e2e,enqueue,pickup,burn`; the baseline always runs, the ratios need it).
+fn selected(section: &str) -> bool {
+    std::env::var("GLEANER_BENCH_ONLY")
+        .map(|only| only.split(',').any(|name| name.trim() == section))
+        .unwrap_or(true)
+}
+
+fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let quick = std::env::var("GLEANER_BENCH_QUICK").is_ok_and(|value| value == "1");
+    let scale = |n: usize| if quick { n / 10 } else { n };
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let engine = engine_config();
+    let batch = engine.claim_batch;
+    println!(
+        "gleaner engine bench: {cores} cores, load average {} (1, 5, 15 min){}",
+        load_average(),
+        if quick { ", QUICK (N ÷ 10)" } else { "" }
+    );
+    println!(
+        "engine: concurrency {}, claim_batch {}; store: WAL, synchronous=FULL",
+        engine.concurrency, engine.claim_batch
+    );
+
+    let mut table = Table::default();
+    let fsync = commit_latency();
+    table.row(
+        "0 machine",
+        "one small synchronous=FULL commit (p50)",
+        fmt_ms(fsync),
+        format!("{cores} cores, load {}", load_average()),
+    );
+
+    let n = scale(50_000);
+    eprintln!("baseline…");
+    let cpu = Cpu::now();
+    let elapsed = baseline(n, batch);
+    let (_, baseline_cpu) = cpu.per_job(n);
+    let baseline_rate = rate(n, elapsed);
+    table.row(
+        "1 baseline (bare rusqlite)",
+        &format!("{n} jobs, B = {batch}: insert, claim, complete tx"),
+        fmt_rate(baseline_rate),
+        format!(
+            "{:.2} s, {} commits; CPU/job {baseline_cpu:.0} µs (one thread)",
+            elapsed.as_secs_f64(),
+            3 * n.div_ceil(batch)
+        ),
+    );
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async {
+        if selected("e2e") {
+            eprintln!("end to end…");
+            end_to_end(&mut table, scale(20_000), baseline_rate).await;
+        }
+        if selected("enqueue") {
+            eprintln!("sequential enqueue…");
+            enqueue_sequential(&mut table, scale(5_000)).await;
+        }
+        if selected("pickup") {
+            eprintln!("pickup…");
+            pickup(&mut table, scale(1_000), Duration::from_millis(2)).await;
+        }
+        if selected("burn") {
+            burn_downs(&mut table, scale(50_000), scale(500_000), baseline_rate).await;
+        }
+    });
+
+    println!();
+    table.print();
+    println!("load average at the end: {}", load_average());
+}

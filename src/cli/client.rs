@@ -1,0 +1,168 @@
+//! `gleaner jobs …`: a thin client of a running server's API. The address comes from `--url`,
+//! `GLEANER_URL`, or `<data_dir>/listen.addr`; the token from `--token`, `GLEANER_TOKEN`, or
+//! `<data_dir>/admin-token`.
+
+use clap::{Args, Subcommand};
+use serde_json::Value;
+
+use crate::config::Config;
+
+#[derive(Debug, Args)]
+pub struct Target {
+    /// Base URL of the server, e.g. http://127.0.0.1:8080.
+    #[arg(long, env = "GLEANER_URL")]
+    url: Option<String>,
+    /// API token.
+    #[arg(long, env = "GLEANER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// List jobs, newest first.
+    List {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        connector: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Show a job with its steps and attempts.
+    Show {
+        #[command(flatten)]
+        target: Target,
+        id: String,
+    },
+    /// Cancel a job.
+    Cancel {
+        #[command(flatten)]
+        target: Target,
+        id: String,
+    },
+    /// Retry a job's failed steps.
+    Retry {
+        #[command(flatten)]
+        target: Target,
+        id: String,
+    },
+}
+
+struct Api {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn new(config: &Config, target: Target) -> anyhow::Result<Self> {
+        let base = match target.url {
+            Some(url) => url,
+            None => {
+                let path = config.data_dir.join("listen.addr");
+                let addr = std::fs::read_to_string(&path).map_err(|error| {
+                    anyhow::anyhow!("no --url given and {} unreadable: {error}", path.display())
+                })?;
+                format!("http://{}", addr.trim())
+            }
+        };
+        let token = match target.token {
+            Some(token) => token,
+            None => {
+                let path = config.data_dir.join("admin-token");
+                std::fs::read_to_string(&path)
+                    .map_err(|error| {
+                        anyhow::anyhow!(
+                            "no --token given and {} unreadable: {error}",
+                            path.display()
+                        )
+                    })?
+                    .trim()
+                    .to_owned()
+            }
+        };
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder().no_proxy().build()?;
+        Ok(Self {
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            http,
+        })
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> anyhow::Result<Value> {
+        let response = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .query(query)
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let detail = body
+                .get("detail")
+                .and_then(Value::as_str)
+                .unwrap_or("no detail");
+            anyhow::bail!("{status}: {detail}");
+        }
+        Ok(body)
+    }
+}
+
+pub async fn run(config: &Config, command: JobsCommand) -> anyhow::Result<()> {
+    let output = match command {
+        JobsCommand::List {
+            target,
+            status,
+            connector,
+            limit,
+        } => {
+            let mut query = vec![("limit", limit.to_string())];
+            query.extend(status.map(|status| ("status", status)));
+            query.extend(connector.map(|connector| ("connector", connector)));
+            let page = Api::new(config, target)?
+                .call(reqwest::Method::GET, "/v1/jobs", &query)
+                .await?;
+            for job in page
+                .get("jobs")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                println!(
+                    "{}  {:<20} {}",
+                    job.get("id").and_then(Value::as_str).unwrap_or("?"),
+                    job.get("status").and_then(Value::as_str).unwrap_or("?"),
+                    job.get("created_at").and_then(Value::as_str).unwrap_or("?"),
+                );
+            }
+            return Ok(());
+        }
+        JobsCommand::Show { target, id } => {
+            Api::new(config, target)?
+                .call(reqwest::Method::GET, &format!("/v1/jobs/{id}"), &[])
+                .await?
+        }
+        JobsCommand::Cancel { target, id } => {
+            Api::new(config, target)?
+                .call(reqwest::Method::POST, &format!("/v1/jobs/{id}/cancel"), &[])
+                .await?
+        }
+        JobsCommand::Retry { target, id } => {
+            Api::new(config, target)?
+                .call(reqwest::Method::POST, &format!("/v1/jobs/{id}/retry"), &[])
+                .await?
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&output)?);
+    Ok(())
+}

@@ -1,0 +1,306 @@
+//! Typed configuration: built-in defaults, then the optional `gleaner.toml`, then `GLEANER_*`
+//! environment variables (`__` separates sections: `GLEANER_ENGINE__CONCURRENCY=64`), then CLI
+//! flags. Parsed once at start with unknown keys refused; the rest of the code never re-checks.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::engine::EngineConfig;
+use crate::net::NetConfig;
+use crate::observability::LogConfig;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the store, the logs, the admin token and `file` sink output live.
+    pub data_dir: PathBuf,
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    pub engine: EngineConfig,
+    pub net: NetConfig,
+    pub log: LogConfig,
+    pub sinks: SinksConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./gleaner-data"),
+            server: ServerConfig::default(),
+            store: StoreConfig::default(),
+            engine: EngineConfig::default(),
+            net: NetConfig::default(),
+            log: LogConfig::default(),
+            sinks: SinksConfig::default(),
+        }
+    }
+}
+
+/// The HTTP API server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes.
+    pub body_limit: usize,
+    /// Deepest JSON nesting accepted in a request body.
+    pub json_max_depth: usize,
+    #[serde(with = "duration")]
+    pub request_timeout: Duration,
+    /// Free disk space below which `/readyz` reports not ready, in bytes.
+    pub min_free_disk: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            body_limit: 2 * 1024 * 1024,
+            json_max_depth: 64,
+            request_timeout: Duration::from_secs(30),
+            min_free_disk: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// The embedded store.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The SQLite file; default `<data_dir>/gleaner.db`.
+    pub path: Option<PathBuf>,
+    /// Read connections in the pool (default 4).
+    pub read_connections: Option<usize>,
+}
+
+/// Sink settings that are the operator's, not the job's.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SinksConfig {
+    /// The folder `file` sinks write under; default `<data_dir>/files`.
+    pub files_root: Option<PathBuf>,
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+/// Flags that override the file and the environment.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerOverrides>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ServerOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+}
+
+impl Config {
+    /// Defaults ← `file` (or `./gleaner.toml` when present) ← `GLEANER_*` ← `overrides`.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, Error> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) if !path.exists() => {
+                return Err(Error::Invalid(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None if Path::new("gleaner.toml").exists() => {
+                figment = figment.merge(Toml::file_exact("gleaner.toml"))
+            }
+            None => {}
+        }
+        let config: Config = figment
+            .merge(
+                Env::prefixed("GLEANER_")
+                    .ignore(&["config", "token", "url"])
+                    // `GLEANER_TEST_*` belongs to the test suite (database URLs for
+                    // integration tests), not to the service's configuration.
+                    .filter(|key| !key.as_str().to_ascii_lowercase().starts_with("test_"))
+                    .split("__"),
+            )
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(|error| Error::Invalid(error.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        let engine = &self.engine;
+        if engine.concurrency == 0 || engine.claim_batch == 0 {
+            return Err(Error::Invalid(
+                "engine.concurrency and engine.claim_batch must be at least 1".into(),
+            ));
+        }
+        if engine.lease_timeout < Duration::from_millis(100) {
+            return Err(Error::Invalid(
+                "engine.lease_timeout must be at least 100ms".into(),
+            ));
+        }
+        if engine.max_attempts == 0 {
+            return Err(Error::Invalid(
+                "engine.max_attempts must be at least 1".into(),
+            ));
+        }
+        if engine.backoff_base.is_zero() || engine.backoff_cap < engine.backoff_base {
+            return Err(Error::Invalid(
+                "engine.backoff_base must be > 0 and ≤ engine.backoff_cap".into(),
+            ));
+        }
+        if self.server.json_max_depth == 0 || self.server.body_limit == 0 {
+            return Err(Error::Invalid(
+                "server.json_max_depth and server.body_limit must be > 0".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.store
+            .path
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("gleaner.db"))
+    }
+
+    pub fn files_root(&self) -> PathBuf {
+        self.sinks
+            .files_root
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("files"))
+    }
+}
+
+/// Durations in config as `"250ms"`, `"30s"`, `"10m"`, `"24h"`, `"7d"`, or whole seconds.
+pub mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Seconds(u64),
+        Text(String),
+    }
+
+    pub fn parse(text: &str) -> Result<Duration, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: u64 = number
+            .parse()
+            .map_err(|_| format!("invalid duration {text:?}"))?;
+        let millis = match unit.trim() {
+            "ms" => 1,
+            "" | "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => {
+                return Err(format!(
+                    "invalid duration unit in {text:?} (use ms, s, m, h or d)"
+                ));
+            }
+        };
+        Ok(Duration::from_millis(number.saturating_mul(millis)))
+    }
+
+    pub fn format(duration: &Duration) -> String {
+        let millis = duration.as_millis();
+        match millis {
+            m if m % 86_400_000 == 0 && m > 0 => format!("{}d", m / 86_400_000),
+            m if m % 3_600_000 == 0 && m > 0 => format!("{}h", m / 3_600_000),
+            m if m % 60_000 == 0 && m > 0 => format!("{}m", m / 60_000),
+            m if m % 1_000 == 0 => format!("{}s", m / 1_000),
+            m => format!("{m}ms"),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format(duration))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        match Raw::deserialize(deserializer)? {
+            Raw::Seconds(seconds) => Ok(Duration::from_secs(seconds)),
+            Raw::Text(text) => parse(&text).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_and_round_trip() {
+        for (text, millis) in [
+            ("250ms", 250),
+            ("30s", 30_000),
+            ("10m", 600_000),
+            ("24h", 86_400_000),
+            ("7d", 604_800_000),
+            ("5", 5_000),
+        ] {
+            let parsed = duration::parse(text).expect(text);
+            assert_eq!(parsed.as_millis(), millis, "{text}");
+            assert_eq!(
+                duration::parse(&duration::format(&parsed)).expect("round trip"),
+                parsed
+            );
+        }
+        assert!(duration::parse("5 fortnights").is_err());
+        assert!(duration::parse("").is_err());
+    }
+
+    #[test]
+    fn file_env_and_flags_layer_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("gleaner.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"/from/file\"\n[engine]\nconcurrency = 7\nlease_timeout = \"9s\"\n",
+        )
+        .expect("write");
+        let config = Config::load(Some(&file), &Overrides::default()).expect("load");
+        assert_eq!(config.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(config.engine.concurrency, 7);
+        assert_eq!(config.engine.lease_timeout, Duration::from_secs(9));
+        let flags = Overrides {
+            data_dir: Some("/from/flag".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            Config::load(Some(&file), &flags).expect("load").data_dir,
+            PathBuf::from("/from/flag")
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("gleaner.toml");
+        std::fs::write(&file, "[engine]\nconcurency = 7\n").expect("write");
+        let error = Config::load(Some(&file), &Overrides::default()).expect_err("typo refused");
+        assert!(error.to_string().contains("concurency"), "{error}");
+    }
+}

@@ -1,0 +1,106 @@
+//! Connectors: sources of records. A connector declares a JSON Schema for its settings, can
+//! `check` them against the upstream, and `collect`s one page at a time from a checkpoint.
+//!
+//! Invariant: a connector never writes to the store or sends anything downstream; the engine
+//! persists each page's records together with the page's checkpoint.
+
+pub mod http;
+mod noop;
+pub mod registry;
+pub mod schema;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::clock::SharedClock;
+use crate::net::{HttpClientFactory, Retryability, UpstreamError};
+
+pub use noop::NoopConnector;
+pub use registry::ConnectorRegistry;
+
+/// One page of a collection: its records, the checkpoint to resume after it, and whether the
+/// source has nothing more.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub records: Vec<Value>,
+    /// Opaque resume state; `None` keeps the previous checkpoint.
+    pub checkpoint: Option<Value>,
+    pub done: bool,
+}
+
+/// What a connector may use while it runs: the hardened HTTP client and the clock.
+#[derive(Clone)]
+pub struct ConnectorContext {
+    pub http: HttpClientFactory,
+    pub clock: SharedClock,
+}
+
+/// Why a connector call failed. Retryability comes from the variant, never from a string.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    #[error("invalid settings: {0}")]
+    Settings(String),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// The upstream answered, but not with what the settings said to expect.
+    #[error("unexpected response: {0}")]
+    Response(String),
+}
+
+impl Error {
+    pub fn retryability(&self) -> Retryability {
+        match self {
+            Error::Upstream(error) => error.retryability(),
+            Error::Settings(_) | Error::Response(_) => Retryability::Permanent,
+        }
+    }
+
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            Error::Upstream(error) => error.http_status(),
+            _ => None,
+        }
+    }
+
+    pub fn response_excerpt(&self) -> Option<&str> {
+        match self {
+            Error::Upstream(error) => error.response_excerpt(),
+            _ => None,
+        }
+    }
+}
+
+/// A source of records. Implementations are stateless: everything a run needs is in the
+/// settings and the checkpoint, so any worker can resume any run.
+#[async_trait]
+pub trait Connector: Send + Sync {
+    /// The name jobs use to pick this connector (`"http"`).
+    fn name(&self) -> &'static str;
+
+    /// One sentence for the catalog.
+    fn description(&self) -> &'static str;
+
+    /// JSON Schema of the settings; secret fields carry `"writeOnly": true`.
+    fn settings_schema(&self) -> Value;
+
+    /// Semantic checks beyond the schema (e.g. a jq filter that must compile).
+    fn validate(&self, _settings: &Value) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// Tests the settings against the upstream (credentials, reachability) without collecting.
+    async fn check(&self, ctx: &ConnectorContext, settings: &Value) -> Result<(), Error>;
+
+    /// Fetches the page after `checkpoint` (`None`: the first page).
+    async fn collect_page(
+        &self,
+        ctx: &ConnectorContext,
+        settings: &Value,
+        checkpoint: Option<&Value>,
+    ) -> Result<Page, Error>;
+}
+
+/// Shared handle to a connector.
+pub type SharedConnector = Arc<dyn Connector>;

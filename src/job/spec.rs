@@ -1,0 +1,211 @@
+//! The shape of a job as clients submit it, and its checked conversion into steps.
+//!
+//! Invariant: a spec that `plan` accepts can run: every connector and sink exists and every
+//! settings object matches its schema. Nothing is stored for a spec that fails here.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{IdempotencyClaim, NewJob, NewStep, StepKind};
+use crate::clock::Millis;
+use crate::connectors::ConnectorRegistry;
+use crate::connectors::registry::ValidationError;
+use crate::processors::{ProcessorChain, ProcessorSpec};
+use crate::sinks::{SinkRegistry, SinkValidation};
+
+/// Most sources one job may name.
+pub const MAX_SOURCES: usize = 100;
+/// Most sinks one job may name.
+pub const MAX_SINKS: usize = 16;
+
+/// A job as submitted to `POST /v1/jobs`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// Where the records come from: one collect step per source.
+    pub sources: Vec<SourceSpec>,
+    /// Applied to every page of records, in order, before they are stored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    pub processors: Vec<ProcessorSpec>,
+    /// Where the records go once every source is done: one deliver step per sink.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sinks: Vec<SinkSpec>,
+    /// Overrides of the engine's retry limits for this job's steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetrySpec>,
+}
+
+/// One source of a job.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    /// A connector name from `GET /v1/connectors`.
+    pub connector: String,
+    /// Settings matching the connector's schema.
+    #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
+    pub settings: Value,
+}
+
+/// One sink of a job: its `type` plus that sink's settings.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SinkSpec {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub settings: Map<String, Value>,
+}
+
+/// Per-job retry limits.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySpec {
+    /// Most attempts per step (1–1000).
+    pub max_attempts: Option<u32>,
+    /// Time budget per step in seconds (1 s – 30 days).
+    pub budget_seconds: Option<u64>,
+}
+
+fn empty_object() -> Value {
+    json!({})
+}
+
+/// Defaults applied to steps whose spec does not override them.
+#[derive(Debug, Clone, Copy)]
+pub struct StepDefaults {
+    pub max_attempts: u32,
+    pub budget_ms: i64,
+}
+
+/// Why a spec was refused; every variant is the client's mistake.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SpecError {
+    #[error("a job needs at least one source")]
+    NoSources,
+    #[error("a job may have at most {MAX_SOURCES} sources and {MAX_SINKS} sinks")]
+    TooMany,
+    #[error("sources[{index}]: {error}")]
+    Source {
+        index: usize,
+        error: ValidationError,
+    },
+    #[error("sinks[{index}]: {error}")]
+    Sink {
+        index: usize,
+        error: ValidationError,
+    },
+    #[error("processors: {0}")]
+    Processors(String),
+    #[error("retry: {0}")]
+    Retry(&'static str),
+}
+
+/// Everything `plan` checks against.
+pub struct Catalog<'a> {
+    pub connectors: &'a ConnectorRegistry,
+    pub sinks: &'a SinkRegistry,
+    pub sink_validation: &'a SinkValidation,
+}
+
+impl JobSpec {
+    /// Validates the spec and turns it into a job with one step per source and per sink.
+    pub fn plan(
+        &self,
+        catalog: &Catalog<'_>,
+        defaults: StepDefaults,
+        now: Millis,
+        idempotency: Option<IdempotencyClaim>,
+    ) -> Result<NewJob, SpecError> {
+        if self.sources.is_empty() {
+            return Err(SpecError::NoSources);
+        }
+        if self.sources.len() > MAX_SOURCES || self.sinks.len() > MAX_SINKS {
+            return Err(SpecError::TooMany);
+        }
+        let (max_attempts, budget_ms) = self.retry_limits(defaults)?;
+        for (index, source) in self.sources.iter().enumerate() {
+            catalog
+                .connectors
+                .validate(&source.connector, &source.settings)
+                .map_err(|error| SpecError::Source { index, error })?;
+        }
+        ProcessorChain::compile(&self.processors)
+            .map_err(|error| SpecError::Processors(error.to_string()))?;
+        for (index, sink) in self.sinks.iter().enumerate() {
+            let settings = Value::Object(sink.settings.clone());
+            catalog
+                .sinks
+                .validate(catalog.sink_validation, &sink.kind, &settings)
+                .map_err(|error| SpecError::Sink { index, error })?;
+        }
+
+        let deadline_at = now.saturating_add(budget_ms);
+        let processors = serde_json::to_value(&self.processors).unwrap_or(Value::Array(Vec::new()));
+        let collect = self.sources.iter().map(|source| NewStep {
+            kind: StepKind::Collect,
+            name: source.connector.clone(),
+            config: json!({"connector": source.connector, "settings": source.settings, "processors": processors}),
+            max_attempts,
+            deadline_at,
+        });
+        let deliver = self.sinks.iter().map(|sink| NewStep {
+            kind: StepKind::Deliver,
+            name: sink.kind.clone(),
+            config: json!({"sink": sink.kind, "settings": Value::Object(sink.settings.clone())}),
+            max_attempts,
+            deadline_at,
+        });
+        Ok(NewJob {
+            id: Uuid::now_v7(),
+            created_at: now,
+            spec: serde_json::to_value(self).unwrap_or(Value::Null),
+            steps: collect.chain(deliver).collect(),
+            idempotency,
+        })
+    }
+
+    fn retry_limits(&self, defaults: StepDefaults) -> Result<(u32, i64), SpecError> {
+        let Some(retry) = self.retry else {
+            return Ok((defaults.max_attempts, defaults.budget_ms));
+        };
+        let max_attempts = retry.max_attempts.unwrap_or(defaults.max_attempts);
+        if !(1..=1000).contains(&max_attempts) {
+            return Err(SpecError::Retry("max_attempts must be between 1 and 1000"));
+        }
+        let budget_ms = match retry.budget_seconds {
+            None => defaults.budget_ms,
+            Some(seconds) if (1..=30 * 86_400).contains(&seconds) => seconds as i64 * 1000,
+            Some(_) => {
+                return Err(SpecError::Retry(
+                    "budget_seconds must be between 1 and 2592000",
+                ));
+            }
+        };
+        Ok((max_attempts, budget_ms))
+    }
+
+    /// A copy of the spec with every secret setting replaced by `"********"`.
+    pub fn redacted(spec: &Value, catalog: &Catalog<'_>) -> Value {
+        let Ok(mut parsed) = serde_json::from_value::<JobSpec>(spec.clone()) else {
+            return spec.clone();
+        };
+        for source in &mut parsed.sources {
+            if let Some(entry) = catalog.connectors.get(&source.connector) {
+                source.settings = entry.schema.redact(&source.settings);
+            }
+        }
+        for sink in &mut parsed.sinks {
+            if let Some(entry) = catalog.sinks.get(&sink.kind)
+                && let Value::Object(settings) =
+                    entry.schema.redact(&Value::Object(sink.settings.clone()))
+            {
+                sink.settings = settings;
+            }
+        }
+        serde_json::to_value(parsed).unwrap_or_else(|_| spec.clone())
+    }
+}

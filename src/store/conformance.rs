@@ -1,0 +1,420 @@
+//! The store conformance suite: one generic test per behaviour, instantiated for every backend
+//! by `store_conformance!` (the SQLite module does it; a PostgreSQL store must too).
+
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{Error, Store};
+use crate::job::{
+    DeadLetterFilter, IdempotencyClaim, JobFilter, JobStatus, NewJob, NewStep, Outcome, PageWrite,
+    RetryBudget, StepError, StepKind, StepState,
+};
+
+const HOUR: i64 = 3_600_000;
+
+fn new_job(sources: usize, sinks: usize, now: i64) -> NewJob {
+    let step = |kind, name: &str| NewStep {
+        kind,
+        name: name.to_owned(),
+        config: json!({"name": name}),
+        max_attempts: 3,
+        deadline_at: now + HOUR,
+    };
+    let mut steps: Vec<NewStep> = (0..sources)
+        .map(|_| step(StepKind::Collect, "noop"))
+        .collect();
+    steps.extend((0..sinks).map(|_| step(StepKind::Deliver, "file")));
+    NewJob {
+        id: Uuid::now_v7(),
+        created_at: now,
+        spec: json!({"sources": []}),
+        steps,
+        idempotency: None,
+    }
+}
+
+fn error(kind: &str) -> StepError {
+    StepError {
+        kind: kind.into(),
+        message: format!("{kind} happened"),
+        http_status: Some(503),
+        response: Some("busy".into()),
+    }
+}
+
+pub async fn claim_run_finish_derives_status(store: &dyn Store) {
+    let job = store
+        .create_job(new_job(2, 1, 1_000))
+        .await
+        .expect("create")
+        .job;
+    assert_eq!(job.status, JobStatus::Queued);
+    let claimed = store.claim("w1", 10, 1_000, 31_000).await.expect("claim");
+    assert_eq!(
+        claimed.len(),
+        2,
+        "only the collect steps are due; the deliver step waits"
+    );
+    let detail = store.get_job(job.id).await.expect("get").expect("exists");
+    assert_eq!(detail.job.status, JobStatus::Running);
+    for (index, step) in claimed.iter().enumerate() {
+        let page = PageWrite {
+            records: vec![json!({"i": index})],
+            checkpoint: Some(json!({"page": 1})),
+        };
+        store
+            .finish(&step.fence, Outcome::Succeeded, Some(page), 2_000)
+            .await
+            .expect("finish");
+    }
+    let deliver = store
+        .claim("w1", 10, 2_000, 32_000)
+        .await
+        .expect("claim deliver");
+    assert_eq!(deliver.len(), 1);
+    assert_eq!(deliver[0].step.kind, StepKind::Deliver);
+    store
+        .finish(&deliver[0].fence, Outcome::Succeeded, None, 3_000)
+        .await
+        .expect("finish deliver");
+    let detail = store.get_job(job.id).await.expect("get").expect("exists");
+    assert_eq!(detail.job.status, JobStatus::Succeeded);
+    assert_eq!(detail.job.finished_at, Some(3_000));
+    assert_eq!(detail.attempts.len(), 3);
+    assert_eq!(
+        store
+            .job_records(job.id, None, 100)
+            .await
+            .expect("records")
+            .len(),
+        2
+    );
+}
+
+pub async fn a_fenced_worker_cannot_commit(store: &dyn Store) {
+    store.create_job(new_job(1, 0, 0)).await.expect("create");
+    let first = store.claim("w1", 1, 0, 100).await.expect("claim").remove(0);
+    assert_eq!(
+        store.rescue(200, false).await.expect("rescue"),
+        1,
+        "the lease expired"
+    );
+    let second = store
+        .claim("w2", 1, 200, 30_000)
+        .await
+        .expect("reclaim")
+        .remove(0);
+    assert_eq!(second.fence.attempt, first.fence.attempt + 1);
+    let page = PageWrite {
+        records: vec![json!(1)],
+        checkpoint: None,
+    };
+    assert!(matches!(
+        store.save_page(&first.fence, page.clone(), 300).await,
+        Err(Error::Fenced)
+    ));
+    assert!(matches!(
+        store
+            .finish(&first.fence, Outcome::Succeeded, None, 300)
+            .await,
+        Err(Error::Fenced)
+    ));
+    assert!(matches!(
+        store.extend_lease(&first.fence, 9_000).await,
+        Err(Error::Fenced)
+    ));
+    store
+        .finish(&second.fence, Outcome::Succeeded, Some(page), 400)
+        .await
+        .expect("current holder commits");
+    let records = store
+        .job_records(second.step.job_id, None, 10)
+        .await
+        .expect("records");
+    assert_eq!(records.len(), 1, "the fenced worker's page was not stored");
+}
+
+pub async fn retries_wait_then_dead_letter_and_replay(store: &dyn Store) {
+    let job = store
+        .create_job(new_job(1, 0, 0))
+        .await
+        .expect("create")
+        .job;
+    let step = store
+        .claim("w", 1, 0, 10_000)
+        .await
+        .expect("claim")
+        .remove(0);
+    store
+        .finish(
+            &step.fence,
+            Outcome::Retry {
+                at: 5_000,
+                error: error("status"),
+            },
+            None,
+            100,
+        )
+        .await
+        .expect("retry");
+    assert!(
+        store
+            .claim("w", 1, 4_999, 10_000)
+            .await
+            .expect("early")
+            .is_empty(),
+        "not due yet"
+    );
+    assert_eq!(store.next_due().await.expect("due"), Some(5_000));
+    let step = store
+        .claim("w", 1, 5_000, 15_000)
+        .await
+        .expect("due")
+        .remove(0);
+    store
+        .finish(
+            &step.fence,
+            Outcome::Dead {
+                error: error("status"),
+            },
+            None,
+            5_100,
+        )
+        .await
+        .expect("dead");
+    let detail = store.get_job(job.id).await.expect("get").expect("exists");
+    assert_eq!(detail.job.status, JobStatus::Failed);
+    assert_eq!(detail.steps[0].state, StepState::Dead);
+    let letters = store
+        .list_dead_letters(&DeadLetterFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].http_status, Some(503));
+    assert_eq!(letters[0].response.as_deref(), Some("busy"));
+    let budget = RetryBudget {
+        max_attempts: 3,
+        budget_ms: HOUR,
+    };
+    let filter = DeadLetterFilter {
+        job_id: Some(job.id),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(
+        store
+            .replay_dead_letters(&filter, 6_000, budget)
+            .await
+            .expect("replay"),
+        1
+    );
+    assert_eq!(
+        store
+            .replay_dead_letters(&filter, 6_000, budget)
+            .await
+            .expect("again"),
+        0,
+        "replayed once"
+    );
+    let step = store
+        .claim("w", 1, 6_000, 16_000)
+        .await
+        .expect("claim replayed")
+        .remove(0);
+    assert_eq!(
+        step.fence.attempt, 3,
+        "attempt numbers keep growing across replays"
+    );
+    store
+        .finish(&step.fence, Outcome::Succeeded, None, 6_100)
+        .await
+        .expect("finish");
+    assert_eq!(
+        store
+            .get_job(job.id)
+            .await
+            .expect("get")
+            .expect("exists")
+            .job
+            .status,
+        JobStatus::Succeeded
+    );
+}
+
+pub async fn idempotency_keys_return_the_same_job_or_conflict(store: &dyn Store) {
+    let claim = |hash: &str| IdempotencyClaim {
+        key: "k1".into(),
+        request_hash: hash.into(),
+        expires_at: HOUR,
+    };
+    let mut first = new_job(1, 0, 0);
+    first.idempotency = Some(claim("a"));
+    let created = store.create_job(first).await.expect("first");
+    let mut again = new_job(1, 0, 10);
+    again.idempotency = Some(claim("a"));
+    let replay = store.create_job(again).await.expect("replay");
+    assert!(replay.replayed);
+    assert_eq!(replay.job.id, created.job.id);
+    let mut other = new_job(1, 0, 20);
+    other.idempotency = Some(claim("b"));
+    assert!(matches!(
+        store.create_job(other).await,
+        Err(Error::Conflict(_))
+    ));
+    let mut later = new_job(1, 0, HOUR + 1);
+    later.idempotency = Some(claim("b"));
+    assert!(
+        !store
+            .create_job(later)
+            .await
+            .expect("expired key is free")
+            .replayed
+    );
+    let jobs = store
+        .list_jobs(&JobFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(jobs.len(), 2, "the conflicting request stored nothing");
+}
+
+pub async fn cancel_stops_every_unfinished_step(store: &dyn Store) {
+    let job = store
+        .create_job(new_job(2, 1, 0))
+        .await
+        .expect("create")
+        .job;
+    let running = store
+        .claim("w", 1, 0, 10_000)
+        .await
+        .expect("claim")
+        .remove(0);
+    let cancelled = store.cancel_job(job.id, 100).await.expect("cancel");
+    assert_eq!(cancelled.status, JobStatus::Cancelled);
+    assert!(matches!(
+        store
+            .finish(&running.fence, Outcome::Succeeded, None, 200)
+            .await,
+        Err(Error::Fenced)
+    ));
+    assert!(
+        store
+            .claim("w", 10, 1_000, 10_000)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    assert!(matches!(
+        store.cancel_job(job.id, 300).await,
+        Err(Error::Conflict(_))
+    ));
+    assert!(matches!(
+        store.cancel_job(Uuid::now_v7(), 300).await,
+        Err(Error::NotFound)
+    ));
+    let retried = store
+        .retry_job(
+            job.id,
+            400,
+            RetryBudget {
+                max_attempts: 3,
+                budget_ms: HOUR,
+            },
+        )
+        .await
+        .expect("retry");
+    assert_eq!(
+        retried.status,
+        JobStatus::Running,
+        "the retried job runs again"
+    );
+}
+
+pub async fn rescue_all_at_start_requeues_running_steps(store: &dyn Store) {
+    store.create_job(new_job(3, 0, 0)).await.expect("create");
+    assert_eq!(
+        store
+            .claim("old-process", 3, 0, HOUR)
+            .await
+            .expect("claim")
+            .len(),
+        3
+    );
+    assert_eq!(store.rescue(10, false).await.expect("not expired"), 0);
+    assert_eq!(store.rescue(10, true).await.expect("all"), 3);
+    assert_eq!(
+        store
+            .claim("new-process", 3, 10, HOUR)
+            .await
+            .expect("claim")
+            .len(),
+        3
+    );
+}
+
+pub async fn prune_deletes_only_old_finished_jobs(store: &dyn Store) {
+    let old = store
+        .create_job(new_job(1, 0, 0))
+        .await
+        .expect("create")
+        .job;
+    let step = store.claim("w", 1, 0, 100).await.expect("claim").remove(0);
+    let page = PageWrite {
+        records: vec![json!(1)],
+        checkpoint: None,
+    };
+    store
+        .finish(&step.fence, Outcome::Succeeded, Some(page), 50)
+        .await
+        .expect("finish");
+    let open = store
+        .create_job(new_job(1, 0, 60))
+        .await
+        .expect("create")
+        .job;
+    assert_eq!(store.prune(1_000, 1_000).await.expect("prune"), 1);
+    assert!(store.get_job(old.id).await.expect("get").is_none());
+    assert!(store.get_job(open.id).await.expect("get").is_some());
+    assert!(store.check_integrity().await.expect("check").is_empty());
+}
+
+pub async fn tokens_are_found_by_hash(store: &dyn Store) {
+    assert_eq!(store.token_count().await.expect("count"), 0);
+    store
+        .insert_token("t1", "admin", "hash-1", 0)
+        .await
+        .expect("insert");
+    assert!(store.token_exists("hash-1").await.expect("exists"));
+    assert!(!store.token_exists("hash-2").await.expect("absent"));
+}
+
+/// Instantiates every conformance test for a backend built by `$open(dir)`.
+#[macro_export]
+macro_rules! store_conformance {
+    ($open:expr) => {
+        $crate::store_conformance!(@tests $open;
+            claim_run_finish_derives_status,
+            a_fenced_worker_cannot_commit,
+            retries_wait_then_dead_letter_and_replay,
+            idempotency_keys_return_the_same_job_or_conflict,
+            cancel_stops_every_unfinished_step,
+            rescue_all_at_start_requeues_running_steps,
+            prune_deletes_only_old_finished_jobs,
+            tokens_are_found_by_hash);
+    };
+    (@tests $open:expr; $($name:ident),*) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let store = ($open)(dir.path());
+                $crate::store::conformance::$name(&store).await;
+            }
+        )*
+    };
+}

@@ -1,0 +1,128 @@
+//! The `Store` trait: one transactional log holding jobs, steps, the attempt log, records,
+//! dead letters, idempotency keys and API tokens. `sqlite` is the embedded implementation.
+//!
+//! Invariant: every method is one transaction; a caller that got `Ok` for a write may tell its
+//! client the data is durable. Step writes take a `Fence` and fail with `Error::Fenced` when the
+//! caller no longer holds the step's lease.
+
+#[cfg(test)]
+pub mod conformance;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::clock::Millis;
+use crate::job::{
+    Claimed, DeadLetter, DeadLetterFilter, Fence, Job, JobDetail, JobFilter, NewJob, Outcome,
+    PageWrite, RecordRow, RetryBudget,
+};
+
+/// Store errors, mapped from the database's own.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("not found")]
+    NotFound,
+    /// The request contradicts stored state (an idempotency key reused with another body, a
+    /// retry of a job with nothing to retry).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The caller's lease on the step was taken over or revoked.
+    #[error("lease lost: the step was taken over or cancelled")]
+    Fenced,
+    #[error("database busy")]
+    Busy,
+    #[error("store closed")]
+    Closed,
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The outcome of creating a job.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub job: Job,
+    /// The idempotency key matched an existing job, which is returned instead.
+    pub replayed: bool,
+}
+
+/// Counts for `/metrics`: jobs by status, steps by state, queue depth, open dead letters.
+pub use crate::observability::StoreSnapshot as Snapshot;
+
+/// The durable state of Gleaner. Claims map onto `FOR UPDATE SKIP LOCKED` on PostgreSQL.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Signalled after a commit that made work runnable; workers wait on it instead of polling.
+    fn work_available(&self) -> Arc<Notify>;
+
+    async fn create_job(&self, job: NewJob) -> Result<Created>;
+    async fn get_job(&self, id: Uuid) -> Result<Option<JobDetail>>;
+    async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>>;
+    /// Cancels every unfinished step; `Conflict` when the job already finished.
+    async fn cancel_job(&self, id: Uuid, now: Millis) -> Result<Job>;
+    /// Re-queues the failed, dead and cancelled steps of a job with a fresh budget.
+    async fn retry_job(&self, id: Uuid, now: Millis, budget: RetryBudget) -> Result<Job>;
+    /// Records of a job in collection order, after record id `after`.
+    async fn job_records(
+        &self,
+        id: Uuid,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<RecordRow>>;
+
+    /// Leases up to `limit` steps that are due, for `owner` until `lease_until`.
+    async fn claim(
+        &self,
+        owner: &str,
+        limit: usize,
+        now: Millis,
+        lease_until: Millis,
+    ) -> Result<Vec<Claimed>>;
+    /// The earliest time a queued or retrying step becomes due.
+    async fn next_due(&self) -> Result<Option<Millis>>;
+    async fn extend_lease(&self, fence: &Fence, until: Millis) -> Result<()>;
+    /// Stores one page's records with the checkpoint that follows it, atomically.
+    async fn save_page(&self, fence: &Fence, page: PageWrite, now: Millis) -> Result<()>;
+    /// Ends the current attempt; `last_page` is saved in the same transaction.
+    async fn finish(
+        &self,
+        fence: &Fence,
+        outcome: Outcome,
+        last_page: Option<PageWrite>,
+        now: Millis,
+    ) -> Result<()>;
+    /// Ends attempts whose lease expired (or every running one, when `all`), as `lease_expired`.
+    async fn rescue(&self, now: Millis, all: bool) -> Result<u64>;
+
+    async fn list_dead_letters(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>>;
+    /// Re-queues the steps of matching, not yet replayed dead letters; returns how many.
+    async fn replay_dead_letters(
+        &self,
+        filter: &DeadLetterFilter,
+        now: Millis,
+        budget: RetryBudget,
+    ) -> Result<u64>;
+
+    /// Deletes finished jobs (and all their rows) that finished before `before`, and expired
+    /// idempotency keys. Returns the number of jobs deleted.
+    async fn prune(&self, before: Millis, now: Millis) -> Result<u64>;
+    async fn snapshot(&self, now: Millis) -> Result<Snapshot>;
+    /// Problems found by the database's and the domain's integrity checks (empty: healthy).
+    async fn check_integrity(&self) -> Result<Vec<String>>;
+    /// A write round trip, for readiness.
+    async fn ping(&self) -> Result<()>;
+
+    async fn insert_token(&self, id: &str, name: &str, hash: &str, now: Millis) -> Result<()>;
+    async fn token_exists(&self, hash: &str) -> Result<bool>;
+    async fn token_count(&self) -> Result<u64>;
+}
+
+/// Shared handle to the store.
+pub type SharedStore = Arc<dyn Store>;

@@ -1,0 +1,360 @@
+//! Job-level reads and writes: creation with idempotency keys, listing, cancellation, records,
+//! dead letters, pruning and the counts behind `/metrics`.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use uuid::Uuid;
+
+use super::rows::{self, DEAD_LETTER_COLUMNS, JOB_COLUMNS, STEP_COLUMNS};
+use super::steps;
+use crate::clock::Millis;
+use crate::job::{
+    DeadLetter, DeadLetterFilter, Job, JobDetail, JobFilter, NewJob, RecordRow, StepKind, StepState,
+};
+use crate::store::{Created, Error, Result, Snapshot};
+
+pub fn create(conn: &Connection, job: &NewJob) -> Result<Created> {
+    if let Some(claim) = &job.idempotency {
+        let mut lookup = conn.prepare_cached(
+            "SELECT request_hash, job_id, expires_at FROM idempotency_keys WHERE key = ?1",
+        )?;
+        let existing: Option<(String, String, i64)> = lookup
+            .query_row([&claim.key], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .optional()?;
+        if let Some((hash, job_id, expires_at)) = existing {
+            if expires_at > job.created_at {
+                if hash != claim.request_hash {
+                    return Err(Error::Conflict(
+                        "this Idempotency-Key was already used with a different request body"
+                            .into(),
+                    ));
+                }
+                let id = Uuid::parse_str(&job_id)
+                    .map_err(|_| Error::Corrupt("idempotency job id".into()))?;
+                let job = get(conn, id)?.ok_or_else(|| {
+                    Error::Conflict("this Idempotency-Key names a job that was pruned".into())
+                })?;
+                return Ok(Created {
+                    job,
+                    replayed: true,
+                });
+            }
+            conn.prepare_cached("DELETE FROM idempotency_keys WHERE key = ?1")?
+                .execute([&claim.key])?;
+        }
+    }
+    let id = job.id.to_string();
+    let spec = job.spec.to_string();
+    conn.prepare_cached(
+        "INSERT INTO jobs (id, status, spec, created_at, updated_at) VALUES (?1, 'queued', ?2, ?3, ?3)",
+    )?
+    .execute(params![id, spec, job.created_at])?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO steps (job_id, position, kind, name, state, max_attempts, budget_ms, run_at, deadline_at,
+                            config, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
+    )?;
+    for (position, step) in job.steps.iter().enumerate() {
+        let (state, run_at) = match step.kind {
+            StepKind::Collect => (StepState::Queued, Some(job.created_at)),
+            StepKind::Deliver => (StepState::Waiting, None),
+        };
+        insert.execute(params![
+            id,
+            position as i64,
+            step.kind.as_str(),
+            step.name,
+            state.as_str(),
+            step.max_attempts,
+            step.deadline_at - job.created_at,
+            run_at,
+            step.deadline_at,
+            step.config.to_string(),
+            job.created_at,
+        ])?;
+    }
+    if let Some(claim) = &job.idempotency {
+        conn.prepare_cached(
+            "INSERT INTO idempotency_keys (key, request_hash, job_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![claim.key, claim.request_hash, id, claim.expires_at])?;
+    }
+    Ok(Created {
+        job: Job {
+            id: job.id,
+            status: crate::job::JobStatus::Queued,
+            created_at: job.created_at,
+            updated_at: job.created_at,
+            finished_at: None,
+            spec: job.spec.clone(),
+        },
+        replayed: false,
+    })
+}
+
+pub fn get(conn: &Connection, id: Uuid) -> Result<Option<Job>> {
+    let mut statement =
+        conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?;
+    Ok(statement
+        .query_row([id.to_string()], rows::job)
+        .optional()?)
+}
+
+pub fn detail(conn: &Connection, id: Uuid) -> Result<Option<JobDetail>> {
+    let Some(job) = get(conn, id)? else {
+        return Ok(None);
+    };
+    let key = id.to_string();
+    let mut steps = conn.prepare_cached(&format!(
+        "SELECT {STEP_COLUMNS} FROM steps WHERE job_id = ?1 ORDER BY position"
+    ))?;
+    let steps = steps
+        .query_map([&key], |row| rows::step(row).map(|(step, _)| step))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut attempts = conn.prepare_cached(
+        "SELECT step_id, attempt, started_at, ended_at, outcome, error_kind, http_status, error
+         FROM attempts WHERE job_id = ?1 ORDER BY id",
+    )?;
+    let attempts = attempts
+        .query_map([&key], rows::attempt)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Some(JobDetail {
+        job,
+        steps,
+        attempts,
+    }))
+}
+
+pub fn list(conn: &Connection, filter: &JobFilter) -> Result<Vec<Job>> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {JOB_COLUMNS} FROM jobs
+         WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR id < ?2)
+           AND (?3 IS NULL OR EXISTS (SELECT 1 FROM steps WHERE steps.job_id = jobs.id
+                                      AND steps.kind = 'collect' AND steps.name = ?3))
+         ORDER BY id DESC LIMIT ?4"
+    ))?;
+    let jobs = statement
+        .query_map(
+            params![
+                filter.status.map(|status| status.as_str()),
+                filter.before.map(|id| id.to_string()),
+                filter.connector,
+                filter.limit as i64
+            ],
+            rows::job,
+        )?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(jobs)
+}
+
+pub fn cancel(conn: &Connection, id: Uuid, now: Millis) -> Result<Job> {
+    let job = get(conn, id)?.ok_or(Error::NotFound)?;
+    if job.status.is_terminal() {
+        return Err(Error::Conflict(format!(
+            "job already finished as {}",
+            job.status.as_str()
+        )));
+    }
+    let key = id.to_string();
+    conn.prepare_cached(
+        "INSERT INTO attempts (job_id, step_id, attempt, started_at, ended_at, outcome, error_kind, error)
+         SELECT job_id, id, attempt, COALESCE(started_at, ?2), ?2, 'cancelled', 'cancelled', 'job cancelled'
+         FROM steps WHERE job_id = ?1 AND state = 'running'",
+    )?
+    .execute(params![key, now])?;
+    conn.prepare_cached(
+        "UPDATE steps SET state = 'cancelled', run_at = NULL, lease_owner = NULL, lease_expires_at = NULL,
+                updated_at = ?2, finished_at = ?2
+         WHERE job_id = ?1 AND state IN ('waiting', 'queued', 'running', 'retrying')",
+    )?
+    .execute(params![key, now])?;
+    steps::refresh_job(conn, &key, now)?;
+    get(conn, id)?.ok_or(Error::NotFound)
+}
+
+pub fn records(
+    conn: &Connection,
+    id: Uuid,
+    after: Option<i64>,
+    limit: usize,
+) -> Result<Vec<RecordRow>> {
+    let mut statement = conn.prepare_cached(
+        "SELECT id, step_id, page, data FROM records WHERE job_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+    )?;
+    let records = statement
+        .query_map(
+            params![id.to_string(), after.unwrap_or(0), limit as i64],
+            |row| {
+                let text: String = row.get(3)?;
+                Ok(RecordRow {
+                    id: row.get(0)?,
+                    step_id: row.get(1)?,
+                    page: row.get(2)?,
+                    data: serde_json::from_str(&text).map_err(|_| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            3,
+                            rusqlite::types::Type::Text,
+                            "invalid json".into(),
+                        )
+                    })?,
+                })
+            },
+        )?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(records)
+}
+
+pub fn dead_letters(conn: &Connection, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>> {
+    let ids = serde_json::to_string(&filter.ids).unwrap_or_else(|_| "[]".into());
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters
+         WHERE (?1 = '[]' OR id IN (SELECT value FROM json_each(?1)))
+           AND (?2 IS NULL OR job_id = ?2) AND (?3 IS NULL OR created_at >= ?3)
+           AND (?4 OR replayed_at IS NULL) AND id > ?5
+         ORDER BY id LIMIT ?6"
+    ))?;
+    let letters = statement
+        .query_map(
+            params![
+                ids,
+                filter.job_id.map(|id| id.to_string()),
+                filter.since,
+                filter.include_replayed,
+                filter.after.unwrap_or(0),
+                filter.limit as i64
+            ],
+            rows::dead_letter,
+        )?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(letters)
+}
+
+/// Deletes up to 1 000 jobs finished before `before`, with all their rows.
+pub fn prune(conn: &Connection, before: Millis, now: Millis) -> Result<u64> {
+    let mut select = conn.prepare_cached(
+        "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?1 LIMIT 1000",
+    )?;
+    let ids = select
+        .query_map([before], |row| row.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let list = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
+    for table in [
+        "records",
+        "attempts",
+        "dead_letters",
+        "steps",
+        "idempotency_keys",
+    ] {
+        conn.prepare_cached(&format!(
+            "DELETE FROM {table} WHERE job_id IN (SELECT value FROM json_each(?1))"
+        ))?
+        .execute([&list])?;
+    }
+    conn.prepare_cached("DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?1))")?
+        .execute([&list])?;
+    conn.prepare_cached("DELETE FROM idempotency_keys WHERE expires_at <= ?1")?
+        .execute([now])?;
+    Ok(ids.len() as u64)
+}
+
+pub fn snapshot(conn: &Connection, now: Millis) -> Result<Snapshot> {
+    let grouped = |sql: &str| -> Result<Vec<(String, u64)>> {
+        let mut statement = conn.prepare_cached(sql)?;
+        let rows = statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    };
+    let jobs_by_status = grouped("SELECT status, COUNT(*) FROM jobs GROUP BY status")?;
+    let steps_by_state = grouped("SELECT state, COUNT(*) FROM steps GROUP BY state")?;
+    let queue_depth = conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM steps WHERE state IN ('queued', 'retrying') AND run_at <= ?1",
+        )?
+        .query_row([now], |row| row.get(0))?;
+    let dead_letters = conn
+        .prepare_cached("SELECT COUNT(*) FROM dead_letters WHERE replayed_at IS NULL")?
+        .query_row([], |row| row.get(0))?;
+    Ok(Snapshot {
+        jobs_by_status,
+        steps_by_state,
+        queue_depth,
+        dead_letters,
+    })
+}
+
+/// SQLite's own check plus the domain's: orphan rows, leases on steps that are not running,
+/// and job statuses that disagree with their steps.
+pub fn integrity(conn: &Connection) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let mut check = conn.prepare("PRAGMA integrity_check")?;
+    for line in check.query_map([], |row| row.get::<_, String>(0))? {
+        let line = line?;
+        if line != "ok" {
+            problems.push(format!("sqlite: {line}"));
+        }
+    }
+    let counts = [
+        (
+            "steps without a job",
+            "SELECT COUNT(*) FROM steps WHERE job_id NOT IN (SELECT id FROM jobs)",
+        ),
+        (
+            "records without a job",
+            "SELECT COUNT(*) FROM records WHERE job_id NOT IN (SELECT id FROM jobs)",
+        ),
+        (
+            "jobs without steps",
+            "SELECT COUNT(*) FROM jobs WHERE id NOT IN (SELECT job_id FROM steps)",
+        ),
+        (
+            "running steps without a lease",
+            "SELECT COUNT(*) FROM steps WHERE state = 'running' AND (lease_owner IS NULL OR lease_expires_at IS NULL)",
+        ),
+        (
+            "leases on steps that are not running",
+            "SELECT COUNT(*) FROM steps WHERE state != 'running' AND lease_owner IS NOT NULL",
+        ),
+        (
+            "due steps without a due time",
+            "SELECT COUNT(*) FROM steps WHERE state IN ('queued', 'retrying') AND run_at IS NULL",
+        ),
+    ];
+    for (what, sql) in counts {
+        let count: i64 = conn.query_row(sql, [], |row| row.get(0))?;
+        if count > 0 {
+            problems.push(format!("{count} {what}"));
+        }
+    }
+    let mut jobs = conn.prepare("SELECT id, status FROM jobs")?;
+    let mut steps =
+        conn.prepare_cached("SELECT kind, state, attempt FROM steps WHERE job_id = ?1")?;
+    let mut mismatched = 0;
+    for row in jobs.query_map([], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+    })? {
+        let (id, status) = row?;
+        let facts = steps
+            .query_map([&id], |row| {
+                Ok((
+                    rows::step_kind(row, 0)?,
+                    rows::step_state(row, 1)?,
+                    row.get::<_, u32>(2)? > 0,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        if facts.is_empty() {
+            continue;
+        }
+        if crate::job::JobStatus::derive(facts).as_str() != status {
+            mismatched += 1;
+        }
+    }
+    if mismatched > 0 {
+        problems.push(format!(
+            "{mismatched} jobs whose status disagrees with their steps"
+        ));
+    }
+    Ok(problems)
+}

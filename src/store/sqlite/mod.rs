@@ -1,0 +1,372 @@
+//! The embedded SQLite store: WAL, `synchronous=FULL`, one writer thread that group-commits
+//! concurrent writes, and a small pool of read connections.
+//!
+//! Invariant: only the writer thread writes; readers never hold a write transaction.
+
+mod jobs;
+mod rows;
+mod schema;
+mod steps;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, ffi};
+use tokio::sync::{Notify, Semaphore};
+use uuid::Uuid;
+
+use super::{Created, Error, Result, Snapshot, Store};
+use crate::clock::Millis;
+use crate::job::{
+    Claimed, DeadLetter, DeadLetterFilter, Fence, Job, JobDetail, JobFilter, NewJob, Outcome,
+    PageWrite, RecordRow, RetryBudget,
+};
+use writer::{Wake, Writer};
+
+/// Maps SQLite's errors onto the store's.
+pub(crate) fn map_error(error: rusqlite::Error) -> Error {
+    match &error {
+        rusqlite::Error::SqliteFailure(code, _)
+            if matches!(
+                code.code,
+                ffi::ErrorCode::DatabaseBusy | ffi::ErrorCode::DatabaseLocked
+            ) =>
+        {
+            Error::Busy
+        }
+        rusqlite::Error::SqliteFailure(code, _) if code.code == ffi::ErrorCode::DatabaseCorrupt => {
+            Error::Corrupt(error.to_string())
+        }
+        rusqlite::Error::FromSqlConversionFailure(..) | rusqlite::Error::InvalidColumnType(..) => {
+            Error::Corrupt(error.to_string())
+        }
+        _ => Error::Database(error.to_string()),
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(error: rusqlite::Error) -> Self {
+        map_error(error)
+    }
+}
+
+/// Read connections, opened on demand up to the pool size.
+struct ReadPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+}
+
+impl ReadPool {
+    fn open(&self) -> Result<Connection> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
+        )?;
+        conn.pragma_update(None, "busy_timeout", 5000)?;
+        Ok(conn)
+    }
+
+    fn take(&self) -> Result<Connection> {
+        let idle = self
+            .idle
+            .lock()
+            .map_err(|_| Error::Database("read pool poisoned".into()))?
+            .pop();
+        match idle {
+            Some(conn) => Ok(conn),
+            None => self.open(),
+        }
+    }
+
+    fn give_back(&self, conn: Connection) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(conn);
+        }
+    }
+}
+
+/// The SQLite implementation of [`Store`].
+#[derive(Clone)]
+pub struct SqliteStore {
+    writer: Writer,
+    reads: Arc<ReadPool>,
+    work: Arc<Notify>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    pub fn open(path: &Path, read_connections: usize) -> Result<Self> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|error| Error::Database(format!("{}: {error}", parent.display())))?;
+        }
+        let mut conn = Connection::open(path)?;
+        schema::configure(&conn)?;
+        schema::migrate(&mut conn)?;
+        let work = Arc::new(Notify::new());
+        let writer = Writer::start(conn, work.clone())
+            .map_err(|error| Error::Database(error.to_string()))?;
+        Ok(Self {
+            writer,
+            reads: Arc::new(ReadPool {
+                path: path.to_owned(),
+                idle: Mutex::new(Vec::new()),
+                permits: Semaphore::new(read_connections.max(1)),
+            }),
+            work,
+        })
+    }
+
+    /// Runs `read` on a pooled read connection, off the async threads.
+    async fn read<T, F>(&self, read: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let _permit = self
+            .reads
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| Error::Closed)?;
+        let pool = self.reads.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.take()?;
+            let result = read(&conn);
+            pool.give_back(conn);
+            result
+        })
+        .await
+        .map_err(|error| Error::Database(format!("read task failed: {error}")))?
+    }
+
+    async fn write<T, F>(&self, operation: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<(T, Wake)> + Send + 'static,
+    {
+        self.writer.write(operation).await
+    }
+}
+
+fn wake_if(condition: bool) -> Wake {
+    if condition { Wake::Yes } else { Wake::No }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn work_available(&self) -> Arc<Notify> {
+        self.work.clone()
+    }
+
+    async fn create_job(&self, job: NewJob) -> Result<Created> {
+        self.write(move |conn| {
+            let created = jobs::create(conn, &job)?;
+            let wake = wake_if(!created.replayed);
+            Ok((created, wake))
+        })
+        .await
+    }
+
+    async fn get_job(&self, id: Uuid) -> Result<Option<JobDetail>> {
+        self.read(move |conn| jobs::detail(conn, id)).await
+    }
+
+    async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>> {
+        let filter = filter.clone();
+        self.read(move |conn| jobs::list(conn, &filter)).await
+    }
+
+    async fn cancel_job(&self, id: Uuid, now: Millis) -> Result<Job> {
+        self.write(move |conn| Ok((jobs::cancel(conn, id, now)?, Wake::No)))
+            .await
+    }
+
+    async fn retry_job(&self, id: Uuid, now: Millis, budget: RetryBudget) -> Result<Job> {
+        self.write(move |conn| {
+            jobs::get(conn, id)?.ok_or(Error::NotFound)?;
+            let count = steps::requeue(conn, id, steps::Requeue::Unfinished, now, budget)?;
+            if count == 0 {
+                return Err(Error::Conflict(
+                    "the job has no failed, dead or cancelled step to retry".into(),
+                ));
+            }
+            Ok((jobs::get(conn, id)?.ok_or(Error::NotFound)?, Wake::Yes))
+        })
+        .await
+    }
+
+    async fn job_records(
+        &self,
+        id: Uuid,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<RecordRow>> {
+        self.read(move |conn| jobs::records(conn, id, after, limit))
+            .await
+    }
+
+    async fn claim(
+        &self,
+        owner: &str,
+        limit: usize,
+        now: Millis,
+        lease_until: Millis,
+    ) -> Result<Vec<Claimed>> {
+        let owner = owner.to_owned();
+        self.write(move |conn| {
+            Ok((
+                steps::claim(conn, &owner, limit, now, lease_until)?,
+                Wake::No,
+            ))
+        })
+        .await
+    }
+
+    async fn next_due(&self) -> Result<Option<Millis>> {
+        self.read(steps::next_due).await
+    }
+
+    async fn extend_lease(&self, fence: &Fence, until: Millis) -> Result<()> {
+        let fence = fence.clone();
+        self.write(move |conn| Ok((steps::extend_lease(conn, &fence, until)?, Wake::No)))
+            .await
+    }
+
+    async fn save_page(&self, fence: &Fence, page: PageWrite, now: Millis) -> Result<()> {
+        let fence = fence.clone();
+        self.write(move |conn| Ok((steps::save_page(conn, &fence, &page, now)?, Wake::No)))
+            .await
+    }
+
+    async fn finish(
+        &self,
+        fence: &Fence,
+        outcome: Outcome,
+        last_page: Option<PageWrite>,
+        now: Millis,
+    ) -> Result<()> {
+        let fence = fence.clone();
+        self.write(move |conn| {
+            let woke = steps::finish(conn, &fence, &outcome, last_page.as_ref(), now)?;
+            Ok(((), wake_if(woke)))
+        })
+        .await
+    }
+
+    async fn rescue(&self, now: Millis, all: bool) -> Result<u64> {
+        self.write(move |conn| {
+            let rescued = steps::rescue(conn, now, all)?;
+            Ok((rescued, wake_if(rescued > 0)))
+        })
+        .await
+    }
+
+    async fn list_dead_letters(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>> {
+        let filter = filter.clone();
+        self.read(move |conn| jobs::dead_letters(conn, &filter))
+            .await
+    }
+
+    async fn replay_dead_letters(
+        &self,
+        filter: &DeadLetterFilter,
+        now: Millis,
+        budget: RetryBudget,
+    ) -> Result<u64> {
+        let mut filter = filter.clone();
+        filter.include_replayed = false;
+        self.write(move |conn| {
+            let letters = jobs::dead_letters(conn, &filter)?;
+            let mut by_job: std::collections::BTreeMap<Uuid, Vec<i64>> = Default::default();
+            for letter in &letters {
+                by_job
+                    .entry(letter.job_id)
+                    .or_default()
+                    .push(letter.step_id);
+            }
+            let mut count = 0;
+            for (job_id, step_ids) in by_job {
+                count +=
+                    steps::requeue(conn, job_id, steps::Requeue::Steps(&step_ids), now, budget)?;
+            }
+            Ok((count, wake_if(count > 0)))
+        })
+        .await
+    }
+
+    async fn prune(&self, before: Millis, now: Millis) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let deleted = self
+                .write(move |conn| Ok((jobs::prune(conn, before, now)?, Wake::No)))
+                .await?;
+            total += deleted;
+            if deleted < 1000 {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn snapshot(&self, now: Millis) -> Result<Snapshot> {
+        self.read(move |conn| jobs::snapshot(conn, now)).await
+    }
+
+    async fn check_integrity(&self) -> Result<Vec<String>> {
+        self.read(jobs::integrity).await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.write(|conn| {
+            conn.prepare_cached("SELECT 1")?.query_row([], |_| Ok(()))?;
+            Ok(((), Wake::No))
+        })
+        .await
+    }
+
+    async fn insert_token(&self, id: &str, name: &str, hash: &str, now: Millis) -> Result<()> {
+        let (id, name, hash) = (id.to_owned(), name.to_owned(), hash.to_owned());
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO api_tokens (id, name, hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(rusqlite::params![id, name, hash, now])?;
+            Ok(((), Wake::No))
+        })
+        .await
+    }
+
+    async fn token_exists(&self, hash: &str) -> Result<bool> {
+        let hash = hash.to_owned();
+        self.read(move |conn| {
+            let found: i64 = conn
+                .prepare_cached("SELECT COUNT(*) FROM api_tokens WHERE hash = ?1")?
+                .query_row([hash], |row| row.get(0))?;
+            Ok(found > 0)
+        })
+        .await
+    }
+
+    async fn token_count(&self) -> Result<u64> {
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT COUNT(*) FROM api_tokens")?
+                .query_row([], |row| row.get(0))?)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SqliteStore;
+
+    crate::store_conformance!(
+        |dir: &std::path::Path| SqliteStore::open(&dir.join("test.db"), 2).expect("open store")
+    );
+}

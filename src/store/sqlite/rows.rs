@@ -1,0 +1,124 @@
+//! Mapping between SQLite rows and the job vocabulary.
+
+use rusqlite::Row;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::job::{Attempt, DeadLetter, Job, JobStatus, Step, StepKind, StepState};
+
+/// The step columns, in the order `step` reads them.
+pub const STEP_COLUMNS: &str = "id, job_id, position, kind, name, state, attempt, max_attempts, run_at, \
+     deadline_at, lease_owner, lease_expires_at, checkpoint, pages, records, last_error, last_status, \
+     config, created_at, updated_at, finished_at, started_at";
+
+pub const JOB_COLUMNS: &str = "id, status, spec, created_at, updated_at, finished_at";
+
+pub const DEAD_LETTER_COLUMNS: &str = "id, job_id, step_id, step_name, state, attempts, error, error_kind, \
+     http_status, response, created_at, replayed_at";
+
+fn corrupt(index: usize, what: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        index,
+        rusqlite::types::Type::Text,
+        format!("invalid {what}").into(),
+    )
+}
+
+pub fn uuid(row: &Row<'_>, index: usize) -> rusqlite::Result<Uuid> {
+    let text: String = row.get(index)?;
+    Uuid::parse_str(&text).map_err(|_| corrupt(index, "uuid"))
+}
+
+fn json(row: &Row<'_>, index: usize) -> rusqlite::Result<Value> {
+    let text: String = row.get(index)?;
+    serde_json::from_str(&text).map_err(|_| corrupt(index, "json"))
+}
+
+fn optional_json(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<Value>> {
+    let text: Option<String> = row.get(index)?;
+    text.map(|text| serde_json::from_str(&text).map_err(|_| corrupt(index, "json")))
+        .transpose()
+}
+
+pub fn step_state(row: &Row<'_>, index: usize) -> rusqlite::Result<StepState> {
+    let text: String = row.get(index)?;
+    StepState::parse(&text).ok_or_else(|| corrupt(index, "step state"))
+}
+
+pub fn step_kind(row: &Row<'_>, index: usize) -> rusqlite::Result<StepKind> {
+    let text: String = row.get(index)?;
+    StepKind::parse(&text).ok_or_else(|| corrupt(index, "step kind"))
+}
+
+pub fn job(row: &Row<'_>) -> rusqlite::Result<Job> {
+    let status: String = row.get(1)?;
+    Ok(Job {
+        id: uuid(row, 0)?,
+        status: JobStatus::parse(&status).ok_or_else(|| corrupt(1, "job status"))?,
+        spec: json(row, 2)?,
+        created_at: row.get(3)?,
+        updated_at: row.get(4)?,
+        finished_at: row.get(5)?,
+    })
+}
+
+/// A step and the start time of its current attempt.
+pub fn step(row: &Row<'_>) -> rusqlite::Result<(Step, Option<i64>)> {
+    let step = Step {
+        id: row.get(0)?,
+        job_id: uuid(row, 1)?,
+        position: row.get(2)?,
+        kind: step_kind(row, 3)?,
+        name: row.get(4)?,
+        state: step_state(row, 5)?,
+        attempt: row.get(6)?,
+        max_attempts: row.get(7)?,
+        run_at: row.get(8)?,
+        deadline_at: row.get(9)?,
+        lease_owner: row.get(10)?,
+        lease_expires_at: row.get(11)?,
+        checkpoint: optional_json(row, 12)?,
+        pages: row.get(13)?,
+        records: row.get(14)?,
+        last_error: row.get(15)?,
+        last_status: row.get(16)?,
+        config: json(row, 17)?,
+        created_at: row.get(18)?,
+        updated_at: row.get(19)?,
+        finished_at: row.get(20)?,
+    };
+    Ok((step, row.get(21)?))
+}
+
+pub fn attempt(row: &Row<'_>) -> rusqlite::Result<Attempt> {
+    let started_at: i64 = row.get(2)?;
+    let ended_at: i64 = row.get(3)?;
+    Ok(Attempt {
+        step_id: row.get(0)?,
+        attempt: row.get(1)?,
+        started_at,
+        ended_at,
+        outcome: row.get(4)?,
+        error_kind: row.get(5)?,
+        http_status: row.get(6)?,
+        error: row.get(7)?,
+        latency_ms: ended_at - started_at,
+    })
+}
+
+pub fn dead_letter(row: &Row<'_>) -> rusqlite::Result<DeadLetter> {
+    Ok(DeadLetter {
+        id: row.get(0)?,
+        job_id: uuid(row, 1)?,
+        step_id: row.get(2)?,
+        step_name: row.get(3)?,
+        state: step_state(row, 4)?,
+        attempts: row.get(5)?,
+        error: row.get(6)?,
+        error_kind: row.get(7)?,
+        http_status: row.get(8)?,
+        response: row.get(9)?,
+        created_at: row.get(10)?,
+        replayed_at: row.get(11)?,
+    })
+}

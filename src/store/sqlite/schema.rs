@@ -1,0 +1,42 @@
+//! Embedded migrations, applied in order at start and tracked in `PRAGMA user_version`.
+
+use rusqlite::Connection;
+
+/// Each entry is applied once, in its own transaction, when `user_version` is below its number.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+
+/// Connection settings for every connection: WAL, full fsync, a busy timeout.
+pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "busy_timeout", 5000)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.pragma_update(None, "cache_size", -32_000)?;
+    Ok(())
+}
+
+/// Applies pending migrations; returns how many ran.
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<usize> {
+    let current: usize = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    let mut applied = 0;
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", index + 1)?;
+        tx.commit()?;
+        applied += 1;
+    }
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_apply_once() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        assert_eq!(migrate(&mut conn).expect("first"), MIGRATIONS.len());
+        assert_eq!(migrate(&mut conn).expect("second"), 0);
+    }
+}

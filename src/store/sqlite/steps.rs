@@ -1,0 +1,472 @@
+//! Step transitions in SQL. Each runs inside the writer's transaction; every write to a claimed
+//! step is guarded by its fence (`lease_owner` and `attempt`), so a worker that lost its lease
+//! changes nothing.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::rows::{self, STEP_COLUMNS};
+use crate::clock::Millis;
+use crate::job::{
+    Claimed, Fence, JobStatus, Outcome, PageWrite, RetryBudget, StepError, StepKind, StepState,
+};
+use crate::store::{Error, Result};
+
+/// Leases up to `limit` due steps to `owner`, oldest due first.
+///
+/// The limit is bound as `?4 + 0`, not `?4`: SQLite plans with the value of a bare `LIMIT ?`,
+/// so every claim with a different limit (most of them: the dispatcher claims its free slots)
+/// re-prepared the whole statement.
+pub fn claim(
+    conn: &Connection,
+    owner: &str,
+    limit: usize,
+    now: Millis,
+    lease_until: Millis,
+) -> Result<Vec<Claimed>> {
+    let sql = format!(
+        "UPDATE steps SET state = 'running', attempt = attempt + 1, lease_owner = ?1, lease_expires_at = ?2,
+                started_at = ?3, updated_at = ?3
+         WHERE id IN (SELECT id FROM steps WHERE state IN ('queued', 'retrying') AND run_at <= ?3
+                      ORDER BY run_at LIMIT ?4 + 0)
+         RETURNING {STEP_COLUMNS}"
+    );
+    let mut statement = conn.prepare_cached(&sql)?;
+    let claimed = statement
+        .query_map(params![owner, lease_until, now, limit as i64], rows::step)?
+        .map(|row| {
+            row.map(|(step, _)| Claimed {
+                fence: Fence {
+                    step_id: step.id,
+                    owner: owner.to_owned(),
+                    attempt: step.attempt,
+                },
+                step,
+                started_at: now,
+            })
+        })
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut mark_running = conn.prepare_cached(
+        "UPDATE jobs SET status = 'running', updated_at = ?2 WHERE id = ?1 AND status = 'queued'",
+    )?;
+    for step in &claimed {
+        mark_running.execute(params![step.step.job_id.to_string(), now])?;
+    }
+    Ok(claimed)
+}
+
+pub fn next_due(conn: &Connection) -> Result<Option<Millis>> {
+    let mut statement =
+        conn.prepare_cached("SELECT MIN(run_at) FROM steps WHERE state IN ('queued', 'retrying')")?;
+    Ok(statement.query_row([], |row| row.get(0))?)
+}
+
+pub fn extend_lease(conn: &Connection, fence: &Fence, until: Millis) -> Result<()> {
+    let mut statement = conn.prepare_cached(
+        "UPDATE steps SET lease_expires_at = ?4
+         WHERE id = ?1 AND lease_owner = ?2 AND attempt = ?3 AND state = 'running'",
+    )?;
+    match statement.execute(params![fence.step_id, fence.owner, fence.attempt, until])? {
+        0 => Err(Error::Fenced),
+        _ => Ok(()),
+    }
+}
+
+/// Stores a page's records and advances the checkpoint, if the fence still holds.
+pub fn save_page(conn: &Connection, fence: &Fence, page: &PageWrite, now: Millis) -> Result<()> {
+    let checkpoint = page.checkpoint.as_ref().map(Value::to_string);
+    let mut advance = conn.prepare_cached(
+        "UPDATE steps SET checkpoint = COALESCE(?4, checkpoint), pages = pages + 1, records = records + ?5,
+                updated_at = ?6
+         WHERE id = ?1 AND lease_owner = ?2 AND attempt = ?3 AND state = 'running'
+         RETURNING job_id, pages - 1",
+    )?;
+    let advanced: Option<(String, i64)> = advance
+        .query_row(
+            params![
+                fence.step_id,
+                fence.owner,
+                fence.attempt,
+                checkpoint,
+                page.records.len() as i64,
+                now
+            ],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    let Some((job_id, page_number)) = advanced else {
+        return Err(Error::Fenced);
+    };
+    insert_records(conn, &job_id, fence.step_id, page_number, page)
+}
+
+/// Inserts a page's records under its page number.
+fn insert_records(
+    conn: &Connection,
+    job_id: &str,
+    step_id: i64,
+    page_number: i64,
+    page: &PageWrite,
+) -> Result<()> {
+    if page.records.is_empty() {
+        return Ok(());
+    }
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO records (job_id, step_id, page, seq, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for (seq, record) in page.records.iter().enumerate() {
+        insert.execute(params![
+            job_id,
+            step_id,
+            page_number,
+            seq as i64,
+            record.to_string()
+        ])?;
+    }
+    Ok(())
+}
+
+/// The step row facts needed to end an attempt.
+struct Ending {
+    job_id: String,
+    kind: StepKind,
+    name: String,
+    attempt: u32,
+    started_at: Millis,
+}
+
+/// Ends the fenced attempt with `outcome`. `last_page`, when given, is stored by the same
+/// update of the step row (counters and checkpoint) as `save_page` would, so a collect step's
+/// final page costs no second write of that row. Returns whether work became runnable.
+pub fn finish(
+    conn: &Connection,
+    fence: &Fence,
+    outcome: &Outcome,
+    last_page: Option<&PageWrite>,
+    now: Millis,
+) -> Result<bool> {
+    let (state, run_at) = placement(outcome);
+    let error = error_of(outcome);
+    let finished_at = state.is_terminal().then_some(now);
+    let checkpoint = last_page
+        .and_then(|page| page.checkpoint.as_ref())
+        .map(Value::to_string);
+    let mut statement = conn.prepare_cached(
+        "UPDATE steps SET state = ?4, run_at = ?5, lease_owner = NULL, lease_expires_at = NULL,
+                last_error = ?6, last_status = ?7, updated_at = ?8, finished_at = ?9,
+                checkpoint = COALESCE(?10, checkpoint), pages = pages + ?11, records = records + ?12
+         WHERE id = ?1 AND lease_owner = ?2 AND attempt = ?3 AND state = 'running'
+         RETURNING job_id, kind, name, attempt, started_at, pages - 1",
+    )?;
+    let ended = statement
+        .query_row(
+            params![
+                fence.step_id,
+                fence.owner,
+                fence.attempt,
+                state.as_str(),
+                run_at,
+                error.map(|e| e.message.as_str()),
+                error.and_then(|e| e.http_status),
+                now,
+                finished_at,
+                checkpoint,
+                i64::from(last_page.is_some()),
+                last_page.map_or(0, |page| page.records.len() as i64),
+            ],
+            |row| {
+                Ok((
+                    Ending {
+                        job_id: row.get(0)?,
+                        kind: rows::step_kind(row, 1)?,
+                        name: row.get(2)?,
+                        attempt: row.get(3)?,
+                        started_at: row.get::<_, Option<i64>>(4)?.unwrap_or(now),
+                    },
+                    row.get::<_, i64>(5)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((ending, page_number)) = ended else {
+        return Err(Error::Fenced);
+    };
+    if let Some(page) = last_page {
+        insert_records(conn, &ending.job_id, fence.step_id, page_number, page)?;
+    }
+    after_attempt(
+        conn,
+        fence.step_id,
+        &ending,
+        outcome.word(),
+        state,
+        error,
+        now,
+    )
+}
+
+fn placement(outcome: &Outcome) -> (StepState, Option<Millis>) {
+    match outcome {
+        Outcome::Succeeded => (StepState::Succeeded, None),
+        Outcome::Retry { at, .. } => (StepState::Retrying, Some(*at)),
+        Outcome::Failed { .. } => (StepState::Failed, None),
+        Outcome::Dead { .. } => (StepState::Dead, None),
+    }
+}
+
+fn error_of(outcome: &Outcome) -> Option<&StepError> {
+    match outcome {
+        Outcome::Succeeded => None,
+        Outcome::Retry { error, .. } | Outcome::Failed { error } | Outcome::Dead { error } => {
+            Some(error)
+        }
+    }
+}
+
+/// The attempt log row, the dead letter, unblocking deliveries and the job status: everything
+/// that follows the end of an attempt, in the same transaction.
+fn after_attempt(
+    conn: &Connection,
+    step_id: i64,
+    ending: &Ending,
+    outcome_word: &str,
+    state: StepState,
+    error: Option<&StepError>,
+    now: Millis,
+) -> Result<bool> {
+    let mut log = conn.prepare_cached(
+        "INSERT INTO attempts (job_id, step_id, attempt, started_at, ended_at, outcome, error_kind, http_status, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    log.execute(params![
+        ending.job_id,
+        step_id,
+        ending.attempt,
+        ending.started_at,
+        now,
+        outcome_word,
+        error.map(|e| e.kind.as_str()),
+        error.and_then(|e| e.http_status),
+        error.map(|e| e.message.as_str()),
+    ])?;
+    if matches!(state, StepState::Failed | StepState::Dead) {
+        let error = error.ok_or_else(|| Error::Database("a failed step needs an error".into()))?;
+        let mut dead = conn.prepare_cached(
+            "INSERT INTO dead_letters (job_id, step_id, step_name, state, attempts, error, error_kind, http_status,
+                                       response, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?;
+        dead.execute(params![
+            ending.job_id,
+            step_id,
+            ending.name,
+            state.as_str(),
+            ending.attempt,
+            error.message,
+            error.kind,
+            error.http_status,
+            error.response,
+            now,
+        ])?;
+    }
+    let mut woke = false;
+    if ending.kind == StepKind::Collect && state.is_terminal() {
+        woke = release_deliveries(conn, &ending.job_id, now)?;
+    }
+    refresh_job(conn, &ending.job_id, now)?;
+    Ok(woke || state == StepState::Retrying)
+}
+
+/// Queues the job's waiting deliver steps once no collect step is left unfinished.
+fn release_deliveries(conn: &Connection, job_id: &str, now: Millis) -> Result<bool> {
+    // Most finishing steps have no delivery waiting on them (a job without sinks, or another
+    // source still open); one indexed read says so, cheaper than an update that matches nothing.
+    let mut waiting = conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM steps WHERE job_id = ?1 AND state = 'waiting')",
+    )?;
+    if !waiting.query_row([job_id], |row| row.get::<_, bool>(0))? {
+        return Ok(false);
+    }
+    let mut release = conn.prepare_cached(
+        "UPDATE steps SET state = 'queued', run_at = ?2, deadline_at = ?2 + budget_ms, updated_at = ?2
+         WHERE job_id = ?1 AND state = 'waiting'
+           AND NOT EXISTS (SELECT 1 FROM steps AS open WHERE open.job_id = ?1 AND open.kind = 'collect'
+                             AND open.state NOT IN ('succeeded', 'failed', 'dead', 'cancelled'))",
+    )?;
+    Ok(release.execute(params![job_id, now])? > 0)
+}
+
+/// Re-derives and stores the job's status from its steps.
+pub fn refresh_job(conn: &Connection, job_id: &str, now: Millis) -> Result<JobStatus> {
+    let mut steps =
+        conn.prepare_cached("SELECT kind, state, attempt FROM steps WHERE job_id = ?1")?;
+    let facts = steps
+        .query_map([job_id], |row| {
+            Ok((
+                rows::step_kind(row, 0)?,
+                rows::step_state(row, 1)?,
+                row.get::<_, u32>(2)? > 0,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let status = JobStatus::derive(facts);
+    let finished_at = status.is_terminal().then_some(now);
+    let mut update = conn.prepare_cached(
+        "UPDATE jobs SET status = ?2, updated_at = ?3, finished_at = ?4 WHERE id = ?1 AND status != ?2",
+    )?;
+    update.execute(params![job_id, status.as_str(), now, finished_at])?;
+    Ok(status)
+}
+
+/// Ends every attempt whose lease expired before `now` (every running one when `all`): the step
+/// is retried at once, or dead when out of attempts or budget.
+pub fn rescue(conn: &Connection, now: Millis, all: bool) -> Result<u64> {
+    let mut expired = conn.prepare_cached(
+        "SELECT id, job_id, kind, name, attempt, max_attempts, deadline_at, started_at FROM steps
+         WHERE state = 'running' AND (?2 OR lease_expires_at < ?1)",
+    )?;
+    let candidates = expired
+        .query_map(params![now, all], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                Ending {
+                    job_id: row.get(1)?,
+                    kind: rows::step_kind(row, 2)?,
+                    name: row.get(3)?,
+                    attempt: row.get(4)?,
+                    started_at: row.get::<_, Option<i64>>(7)?.unwrap_or(now),
+                },
+                row.get::<_, u32>(5)?,
+                row.get::<_, i64>(6)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut rescued = 0;
+    for (step_id, ending, max_attempts, deadline_at) in candidates {
+        let exhausted = ending.attempt >= max_attempts || now >= deadline_at;
+        let error = StepError {
+            kind: "lease_expired".into(),
+            message: "the worker running this attempt stopped or lost its lease".into(),
+            http_status: None,
+            response: None,
+        };
+        let (state, run_at) = if exhausted {
+            (StepState::Dead, None)
+        } else {
+            (StepState::Retrying, Some(now))
+        };
+        let mut update = conn.prepare_cached(
+            "UPDATE steps SET state = ?3, run_at = ?4, lease_owner = NULL, lease_expires_at = NULL,
+                    last_error = ?5, updated_at = ?6, finished_at = ?7
+             WHERE id = ?1 AND attempt = ?2 AND state = 'running'",
+        )?;
+        let finished_at = state.is_terminal().then_some(now);
+        if update.execute(params![
+            step_id,
+            ending.attempt,
+            state.as_str(),
+            run_at,
+            error.message,
+            now,
+            finished_at
+        ])? == 0
+        {
+            continue;
+        }
+        after_attempt(
+            conn,
+            step_id,
+            &ending,
+            "lease_expired",
+            state,
+            Some(&error),
+            now,
+        )?;
+        rescued += 1;
+    }
+    Ok(rescued)
+}
+
+/// Which steps of a job to put back in the queue.
+pub enum Requeue<'a> {
+    /// Every failed, dead or cancelled step.
+    Unfinished,
+    /// These steps, if they are failed, dead or cancelled.
+    Steps(&'a [i64]),
+}
+
+/// Puts failed, dead or cancelled steps back in the queue with a fresh budget. When a collect
+/// step is re-queued, every deliver step waits again, so the re-run delivers the whole result.
+pub fn requeue(
+    conn: &Connection,
+    job_id: Uuid,
+    which: Requeue<'_>,
+    now: Millis,
+    budget: RetryBudget,
+) -> Result<u64> {
+    let job = job_id.to_string();
+    let mut select = conn.prepare_cached(&format!(
+        "SELECT {STEP_COLUMNS} FROM steps WHERE job_id = ?1"
+    ))?;
+    let steps = select
+        .query_map([&job], rows::step)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let chosen: Vec<_> = steps
+        .iter()
+        .map(|(step, _)| step)
+        .filter(|step| {
+            matches!(
+                step.state,
+                StepState::Failed | StepState::Dead | StepState::Cancelled
+            )
+        })
+        .filter(|step| match &which {
+            Requeue::Unfinished => true,
+            Requeue::Steps(ids) => ids.contains(&step.id),
+        })
+        .collect();
+    let collect_requeued = chosen.iter().any(|step| step.kind == StepKind::Collect);
+    let mut update = conn.prepare_cached(
+        "UPDATE steps SET state = ?2, run_at = ?3, max_attempts = attempt + ?4, budget_ms = ?5,
+                deadline_at = ?6, updated_at = ?7, finished_at = NULL
+         WHERE id = ?1",
+    )?;
+    let mut count = 0;
+    for step in &chosen {
+        let waits = step.kind == StepKind::Deliver && collect_requeued;
+        let (state, run_at) = if waits {
+            (StepState::Waiting, None)
+        } else {
+            (StepState::Queued, Some(now))
+        };
+        update.execute(params![
+            step.id,
+            state.as_str(),
+            run_at,
+            budget.max_attempts,
+            budget.budget_ms,
+            now.saturating_add(budget.budget_ms),
+            now
+        ])?;
+        count += 1;
+    }
+    if collect_requeued {
+        let mut wait = conn.prepare_cached(
+            "UPDATE steps SET state = 'waiting', run_at = NULL, max_attempts = attempt + ?2, budget_ms = ?3,
+                    updated_at = ?4, finished_at = NULL
+             WHERE job_id = ?1 AND kind = 'deliver' AND state != 'running'",
+        )?;
+        wait.execute(params![job, budget.max_attempts, budget.budget_ms, now])?;
+    }
+    let mut replayed = conn.prepare_cached(
+        "UPDATE dead_letters SET replayed_at = ?2 WHERE step_id = ?1 AND replayed_at IS NULL",
+    )?;
+    for step in &chosen {
+        replayed.execute(params![step.id, now])?;
+    }
+    if count > 0 {
+        refresh_job(conn, &job, now)?;
+    }
+    Ok(count)
+}

@@ -1,0 +1,9 @@
+//! Black-box tests of Gleaner: the real router, store and engine over real HTTP, against a
+//! scriptable mock upstream.
+
+mod api;
+mod config;
+mod crash;
+mod engine;
+mod ssrf;
+mod support;

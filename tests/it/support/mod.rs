@@ -1,0 +1,9 @@
+//! Shared helpers of the black-box tests: the mock upstream and the app harness.
+
+pub mod flaky_source;
+pub mod harness;
+pub mod mock;
+pub mod process;
+
+pub use harness::{TestApp, eventually};
+pub use mock::{Mock, Reply};
