@@ -3,7 +3,11 @@
 pub mod flaky_source;
 pub mod harness;
 pub mod mock;
+pub mod outage;
 pub mod process;
+pub mod providers;
+pub mod receiver;
+pub mod severable;
 
 pub use harness::{TestApp, eventually};
 pub use mock::{Mock, Reply};
