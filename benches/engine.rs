@@ -730,16 +730,20 @@ async fn pickup(table: &mut Table, total: usize, gap: Duration) {
 /// batches them; returns the elapsed time.
 async fn pre_insert(server: &Server, total: usize) -> Duration {
     let files_root = server.config.files_root();
-    let connectors = ConnectorRegistry::builtin();
-    let sinks = SinkRegistry::builtin();
+    let connectors = ConnectorRegistry::builtin(&server.config.datahog);
+    let sinks = SinkRegistry::builtin(&server.config.sinks.callback);
     let catalog = Catalog {
         connectors: &connectors,
         sinks: &sinks,
-        sink_validation: &SinkValidation { files_root },
+        sink_validation: &SinkValidation {
+            files_root,
+            guard: gleaner::net::AddressGuard::default(),
+        },
     };
     let spec = JobSpec {
         sources: vec![SourceSpec {
             connector: "noop".into(),
+            name: None,
             settings: json!({}),
         }],
         processors: Vec::new(),

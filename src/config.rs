@@ -10,6 +10,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::connectors::datahog::{self, DatahogConfig};
 use crate::engine::EngineConfig;
 use crate::net::NetConfig;
 use crate::observability::LogConfig;
@@ -26,6 +27,8 @@ pub struct Config {
     pub net: NetConfig,
     pub log: LogConfig,
     pub sinks: SinksConfig,
+    /// The datahog providers API behind the `datahog-provider` connector and `POST /webhook`.
+    pub datahog: DatahogConfig,
 }
 
 impl Default for Config {
@@ -38,6 +41,7 @@ impl Default for Config {
             net: NetConfig::default(),
             log: LogConfig::default(),
             sinks: SinksConfig::default(),
+            datahog: DatahogConfig::default(),
         }
     }
 }
@@ -85,6 +89,8 @@ pub struct StoreConfig {
 pub struct SinksConfig {
     /// The folder `file` sinks write under; default `<data_dir>/files`.
     pub files_root: Option<PathBuf>,
+    /// Signed callbacks (`[sinks.callback]`).
+    pub callback: crate::sinks::CallbackConfig,
 }
 
 /// Why the configuration could not be loaded.
@@ -92,6 +98,9 @@ pub struct SinksConfig {
 pub enum Error {
     #[error("configuration: {0}")]
     Invalid(String),
+    /// Shown whole in its message (not as a source), so the reason is printed once.
+    #[error("configuration: datahog.{0}")]
+    Datahog(datahog::ConfigError),
 }
 
 /// Flags that override the file and the environment.
@@ -154,6 +163,8 @@ impl Config {
                 "engine.lease_timeout must be at least 100ms".into(),
             ));
         }
+        engine.breaker.validate().map_err(Error::Invalid)?;
+        self.sinks.callback.validate().map_err(Error::Invalid)?;
         if engine.max_attempts == 0 {
             return Err(Error::Invalid(
                 "engine.max_attempts must be at least 1".into(),
@@ -169,6 +180,7 @@ impl Config {
                 "server.json_max_depth and server.body_limit must be > 0".into(),
             ));
         }
+        self.datahog.validate().map_err(Error::Datahog)?;
         Ok(())
     }
 
@@ -247,6 +259,29 @@ pub mod duration {
     }
 }
 
+/// Lists of durations in config, each as in [`duration`]: `["0s", "5s", "5m"]`.
+pub mod durations {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[derive(Deserialize)]
+    struct One(#[serde(with = "super::duration")] Duration);
+
+    pub fn serialize<S: Serializer>(list: &[Duration], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(list.iter().map(super::duration::format))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<Duration>, D::Error> {
+        Ok(Vec::<One>::deserialize(deserializer)?
+            .into_iter()
+            .map(|One(duration)| duration)
+            .collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,6 +328,36 @@ mod tests {
             Config::load(Some(&file), &flags).expect("load").data_dir,
             PathBuf::from("/from/flag")
         );
+    }
+
+    /// Loads a configuration whose file holds `toml`.
+    fn load_toml(toml: &str) -> Result<Config, Error> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("gleaner.toml");
+        std::fs::write(&file, toml).expect("write");
+        Config::load(Some(&file), &Overrides::default())
+    }
+
+    #[test]
+    fn datahog_section_is_read_and_validated() {
+        let config = load_toml(
+            "[datahog]\nbase_url = \"https://bills.example/api\"\nproviders = [\"gas\", \"water\"]\n",
+        )
+        .expect("load");
+        assert_eq!(
+            config.datahog.base_url.as_str(),
+            "https://bills.example/api"
+        );
+        assert_eq!(config.datahog.providers, ["gas", "water"]);
+        for (toml, named) in [
+            ("providers = [\"gas\", \"gas\"]", "datahog.providers"),
+            ("providers = []", "datahog.providers"),
+            ("base_url = \"ftp://bills.example\"", "ftp"),
+            ("base_url = \"bills.example\"", "base_url"),
+        ] {
+            let error = load_toml(&format!("[datahog]\n{toml}\n")).expect_err(toml);
+            assert!(error.to_string().contains(named), "{toml}: {error}");
+        }
     }
 
     #[test]

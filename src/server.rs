@@ -16,7 +16,7 @@ use crate::api::{self, AppState, StateInner, auth};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::connectors::{ConnectorContext, ConnectorRegistry};
-use crate::engine::{Dispatcher, EngineContext, Maintenance};
+use crate::engine::{Breakers, Dispatcher, EngineContext, Maintenance};
 use crate::net::HttpClientFactory;
 use crate::observability::{Telemetry, logging};
 use crate::sinks::{SinkContext, SinkRegistry, SinkValidation};
@@ -129,10 +129,15 @@ impl App {
         let clock = parts.clock.unwrap_or_else(|| Arc::new(SystemClock));
         ensure_admin_token(&store, &config.data_dir, clock.now()).await?;
         let http = HttpClientFactory::new(&config.net)?;
-        let connectors = parts.connectors.unwrap_or_else(ConnectorRegistry::builtin);
-        let sinks = parts.sinks.unwrap_or_else(SinkRegistry::builtin);
+        let connectors = parts
+            .connectors
+            .unwrap_or_else(|| ConnectorRegistry::builtin(&config.datahog));
+        let sinks = parts
+            .sinks
+            .unwrap_or_else(|| SinkRegistry::builtin(&config.sinks.callback));
         let files_root = config.files_root();
         let telemetry = Telemetry::new();
+        let breakers = Breakers::new(config.engine.breaker.clone());
         let connector_context = ConnectorContext {
             http: http.clone(),
             clock: clock.clone(),
@@ -144,12 +149,13 @@ impl App {
             sinks: sinks.clone(),
             connector_context: connector_context.clone(),
             sink_context: SinkContext {
-                http,
+                http: http.clone(),
                 clock: clock.clone(),
                 files_root: files_root.clone(),
             },
             telemetry: telemetry.clone(),
             config: Arc::new(config.engine.clone()),
+            breakers: breakers.clone(),
         };
         let state = AppState::new(StateInner {
             store: store.clone(),
@@ -157,9 +163,14 @@ impl App {
             connectors,
             sinks,
             connector_context,
-            sink_validation: SinkValidation { files_root },
+            sink_validation: SinkValidation {
+                files_root,
+                guard: http.guard().clone(),
+            },
+            breakers,
             engine: config.engine.clone(),
             server: config.server.clone(),
+            datahog: config.datahog.clone(),
             telemetry,
             data_dir: config.data_dir.clone(),
             log_file: logging::log_file(&config.data_dir),

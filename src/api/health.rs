@@ -65,11 +65,18 @@ async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
 }
 
 /// Prometheus metrics in the OpenMetrics text format: jobs by status, steps by state, queue
-/// depth, dead letters, attempts, step latency, HTTP requests.
+/// depth, dead letters, circuit breakers, attempts, step latency, HTTP requests.
 #[utoipa::path(get, path = "/metrics", tag = "health",
     responses((status = 200, content_type = "application/openmetrics-text", body = String)))]
 async fn metrics(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
-    let snapshot = state.inner.store.snapshot(state.inner.clock.now()).await?;
+    let mut snapshot = state.inner.store.snapshot(state.inner.clock.now()).await?;
+    snapshot.breakers = state
+        .inner
+        .breakers
+        .views()
+        .into_iter()
+        .map(|view| (view.key, view.state.as_str().to_owned()))
+        .collect();
     let body = state.inner.telemetry.render(&snapshot);
     Ok(([(CONTENT_TYPE, METRICS_CONTENT_TYPE)], body))
 }

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::{IntoParams, IntoResponses, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -17,9 +17,12 @@ use super::AppState;
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::clock::{Millis, rfc3339};
+use crate::engine::breaker::BreakerView;
+use crate::engine::breaker_key;
 use crate::job::spec::{JobSpec, SpecError};
 use crate::job::{
-    Attempt, IdempotencyClaim, Job, JobDetail, JobFilter, JobStatus, Step, StepKind, StepState,
+    Attempt, GeneratedSecret, IdempotencyClaim, Job, JobDetail, JobFilter, JobStatus, Step,
+    StepKind, StepState,
 };
 
 /// How long an idempotency key is remembered.
@@ -32,6 +35,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_job))
         .routes(routes!(cancel_job))
         .routes(routes!(retry_job))
+        .routes(routes!(redeliver_job))
         .routes(routes!(job_records))
 }
 
@@ -54,6 +58,10 @@ pub struct JobView {
     /// Records stored so far over all sources.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub records_collected: Option<u64>,
+    /// Signing secrets generated for this job's callback sinks. Shown only in the answer that
+    /// created the job: keep them to verify the callbacks' signatures.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub signing_secrets: Vec<GeneratedSecret>,
 }
 
 /// A step as the API shows it.
@@ -78,12 +86,26 @@ pub struct StepView {
     pub last_status: Option<u16>,
     #[schema(value_type = Option<Object>)]
     pub checkpoint: Option<Value>,
+    /// Attempts that only waited on an open circuit breaker (not counted against the limit).
+    pub deferred_attempts: u32,
+    /// The circuit breaker of the upstream host or callback endpoint this step calls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<BreakerView>,
 }
 
 impl StepView {
-    fn new(step: Step, now: Millis) -> Self {
+    fn new(step: Step, now: Millis, state: &AppState) -> Self {
         let open = !step.state.is_terminal() && step.state != StepState::Waiting;
+        let breaker = breaker_key(
+            &state.inner.connectors,
+            &state.inner.sinks,
+            step.kind,
+            &step.config,
+        )
+        .map(|key| state.inner.breakers.view(&key));
         Self {
+            breaker,
+            deferred_attempts: step.deferrals,
             id: step.id,
             kind: step.kind,
             name: step.name,
@@ -115,6 +137,7 @@ impl JobView {
             steps: None,
             attempts: None,
             records_collected: None,
+            signing_secrets: Vec::new(),
         }
     }
 
@@ -132,7 +155,7 @@ impl JobView {
             detail
                 .steps
                 .into_iter()
-                .map(|step| StepView::new(step, now))
+                .map(|step| StepView::new(step, now, state))
                 .collect(),
         );
         view.attempts = Some(detail.attempts);
@@ -169,6 +192,88 @@ fn idempotency_claim(
     }))
 }
 
+/// A job just stored, or the one an earlier request with the same `Idempotency-Key` stored.
+pub(super) struct CreatedJob {
+    pub view: JobView,
+    pub replayed: bool,
+}
+
+/// Plans `spec` and stores the job: the one path of every route that creates jobs, so
+/// validation, idempotency and the durable 202 are the same whatever the request looked like.
+/// `canonical` is what the idempotency key is bound to; `explain` words a refused spec in the
+/// route's own vocabulary.
+pub(super) async fn create(
+    state: &AppState,
+    headers: &HeaderMap,
+    spec: &JobSpec,
+    canonical: &Value,
+    explain: impl FnOnce(SpecError) -> ApiError,
+) -> ApiResult<CreatedJob> {
+    let now = state.inner.clock.now();
+    let claim = idempotency_claim(headers, canonical, now)?;
+    let new_job = spec
+        .plan(
+            &state.catalog(),
+            state.inner.engine.step_defaults(),
+            now,
+            claim,
+        )
+        .map_err(explain)?;
+    let secrets = new_job.generated_secrets.clone();
+    let created = state.inner.store.create_job(new_job).await?;
+    let mut view = JobView::summary(created.job, state);
+    if !created.replayed {
+        state.inner.telemetry.jobs_created(1);
+        view.signing_secrets = secrets;
+    }
+    Ok(CreatedJob {
+        view,
+        replayed: created.replayed,
+    })
+}
+
+/// The problems of every route that creates jobs, for the OpenAPI document: malformed JSON,
+/// an idempotency key reused with another body, a body too large, not JSON, an invalid spec.
+#[derive(IntoResponses)]
+#[expect(
+    dead_code,
+    reason = "only describes responses; errors are built as `ApiError`"
+)]
+pub(super) enum CreationProblems {
+    #[response(status = 400)]
+    BadRequest(Problem),
+    #[response(status = 409)]
+    Conflict(Problem),
+    #[response(status = 413)]
+    TooLarge(Problem),
+    #[response(status = 415)]
+    UnsupportedMediaType(Problem),
+    #[response(status = 422)]
+    Invalid(Problem),
+}
+
+impl CreatedJob {
+    /// 202 with `Location` for a new job, 200 with `Idempotent-Replayed: true` for a replay;
+    /// the body is what `body` makes of the job's view.
+    pub(super) fn into_response<T: Serialize>(self, body: impl FnOnce(JobView) -> T) -> Response {
+        let location = format!("/v1/jobs/{}", self.view.id);
+        if self.replayed {
+            let mut response = (StatusCode::OK, Json(body(self.view))).into_response();
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            return response;
+        }
+        let mut response = (StatusCode::ACCEPTED, Json(body(self.view))).into_response();
+        if let Ok(value) = HeaderValue::from_str(&location) {
+            response
+                .headers_mut()
+                .insert(axum::http::header::LOCATION, value);
+        }
+        response
+    }
+}
+
 /// Create a job. Answers 202 only once the job is durably stored. With an `Idempotency-Key`,
 /// the same key and body return the same job (200 with `Idempotent-Replayed: true`); the same
 /// key with another body is a 409.
@@ -177,42 +282,14 @@ fn idempotency_claim(
     responses(
         (status = 202, description = "Accepted and stored", body = JobView),
         (status = 200, description = "Replay of an earlier request with the same Idempotency-Key", body = JobView),
-        (status = 400, body = Problem), (status = 409, body = Problem), (status = 413, body = Problem),
-        (status = 415, body = Problem), (status = 422, body = Problem)))]
+        CreationProblems))]
 async fn create_job(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: ApiJson<JobSpec>,
 ) -> ApiResult<Response> {
-    let now = state.inner.clock.now();
-    let claim = idempotency_claim(&headers, &body.canonical, now)?;
-    let new_job = body
-        .value
-        .plan(
-            &state.catalog(),
-            state.inner.engine.step_defaults(),
-            now,
-            claim,
-        )
-        .map_err(spec_error)?;
-    let created = state.inner.store.create_job(new_job).await?;
-    let view = JobView::summary(created.job, &state);
-    if created.replayed {
-        let mut response = (StatusCode::OK, Json(view)).into_response();
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
-        return Ok(response);
-    }
-    state.inner.telemetry.jobs_created(1);
-    let location = format!("/v1/jobs/{}", view.id);
-    let mut response = (StatusCode::ACCEPTED, Json(view)).into_response();
-    if let Ok(value) = HeaderValue::from_str(&location) {
-        response
-            .headers_mut()
-            .insert(axum::http::header::LOCATION, value);
-    }
-    Ok(response)
+    let created = create(&state, &headers, &body.value, &body.canonical, spec_error).await?;
+    Ok(created.into_response(|view| view))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -348,6 +425,33 @@ async fn retry_job(
         .inner
         .store
         .retry_job(id, now, state.inner.engine.retry_budget())
+        .await
+        .map_err(job_error(id))?;
+    Ok(Json(JobView::detail(load(&state, id).await?, &state)))
+}
+
+/// Send a finished job's result to its sinks again (all of them, succeeded ones included),
+/// each on a fresh schedule. Callbacks keep their `webhook-id`, so receivers can tell a
+/// redelivery from a new result. 409 while a source is still being collected.
+#[utoipa::path(post, path = "/v1/jobs/{id}/redeliver", tag = "jobs", params(("id" = Uuid, Path)),
+    responses((status = 200, body = JobView), (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn redeliver_job(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<JobView>> {
+    let now = state.inner.clock.now();
+    // Long enough for the longest fixed schedule among the sinks (callbacks span ~39 h).
+    let mut budget = state.inner.engine.retry_budget();
+    for entry in state.inner.sinks.iter() {
+        if let Some(schedule) = entry.sink.retry_schedule() {
+            let span = i64::try_from(schedule.span().as_millis()).unwrap_or(i64::MAX);
+            budget.budget_ms = budget.budget_ms.max(span);
+        }
+    }
+    state
+        .inner
+        .store
+        .redeliver(id, now, budget)
         .await
         .map_err(job_error(id))?;
     Ok(Json(JobView::detail(load(&state, id).await?, &state)))

@@ -5,8 +5,10 @@
 //! Invariant: every error leaves through `error::ApiError` as problem+json.
 
 pub mod auth;
+mod compat;
 mod connectors;
 mod dead_letters;
+mod endpoints;
 pub mod error;
 mod extract;
 mod health;
@@ -28,6 +30,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::clock::SharedClock;
 use crate::config::ServerConfig;
+use crate::connectors::datahog::DatahogConfig;
 use crate::connectors::{ConnectorContext, ConnectorRegistry};
 use crate::engine::EngineConfig;
 use crate::job::spec::Catalog;
@@ -52,10 +55,14 @@ pub struct StateInner {
     pub sink_validation: SinkValidation,
     pub engine: EngineConfig,
     pub server: ServerConfig,
+    /// The known providers `POST /webhook` accepts.
+    pub datahog: DatahogConfig,
     pub telemetry: Telemetry,
     pub data_dir: PathBuf,
     pub log_file: PathBuf,
     pub tokens: auth::TokenCache,
+    /// The engine's circuit breakers, for job views and metrics.
+    pub breakers: crate::engine::Breakers,
 }
 
 impl AppState {
@@ -110,8 +117,10 @@ fn documented() -> OpenApiRouter<AppState> {
         .merge(jobs::routes())
         .merge(connectors::routes())
         .merge(dead_letters::routes())
+        .merge(endpoints::routes())
         .merge(health::routes())
         .merge(logs::routes())
+        .merge(compat::routes())
 }
 
 /// The OpenAPI document generated from the routes.

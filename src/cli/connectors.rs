@@ -27,7 +27,7 @@ pub enum ConnectorsCommand {
 }
 
 pub async fn run(config: &Config, command: ConnectorsCommand) -> anyhow::Result<()> {
-    let registry = ConnectorRegistry::builtin();
+    let registry = ConnectorRegistry::builtin(&config.datahog);
     match command {
         ConnectorsCommand::List => {
             for entry in registry.iter() {

@@ -42,7 +42,7 @@ pub fn settings_from(json: Option<&str>, pairs: &[String]) -> anyhow::Result<ser
 }
 
 pub async fn run(config: &Config, args: RunArgs) -> anyhow::Result<()> {
-    let registry = ConnectorRegistry::builtin();
+    let registry = ConnectorRegistry::builtin(&config.datahog);
     let settings = settings_from(args.settings.as_deref(), &args.set)?;
     registry.validate(&args.connector, &settings)?;
     let entry = registry

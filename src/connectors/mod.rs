@@ -4,6 +4,7 @@
 //! Invariant: a connector never writes to the store or sends anything downstream; the engine
 //! persists each page's records together with the page's checkpoint.
 
+pub mod datahog;
 pub mod http;
 mod noop;
 pub mod registry;
@@ -90,6 +91,18 @@ pub trait Connector: Send + Sync {
         Ok(())
     }
 
+    /// The upstream these settings call, as `scheme://host:port`: the key of its circuit
+    /// breaker. `None` for connectors that call nothing.
+    fn upstream(&self, _settings: &Value) -> Option<String> {
+        None
+    }
+
+    /// A short name for the source these settings select (a provider id), shown in job
+    /// results; the connector name when `None`.
+    fn label(&self, _settings: &Value) -> Option<String> {
+        None
+    }
+
     /// Tests the settings against the upstream (credentials, reachability) without collecting.
     async fn check(&self, ctx: &ConnectorContext, settings: &Value) -> Result<(), Error>;
 
@@ -102,5 +115,26 @@ pub trait Connector: Send + Sync {
     ) -> Result<Page, Error>;
 }
 
+/// The origin (`scheme://host:port`) of a URL, the unit circuit breakers protect.
+pub fn origin_of(url: &str) -> Option<String> {
+    let url = url::Url::parse(url).ok()?;
+    match url.origin() {
+        origin @ url::Origin::Tuple(..) => Some(origin.ascii_serialization()),
+        url::Origin::Opaque(_) => None,
+    }
+}
+
 /// Shared handle to a connector.
 pub type SharedConnector = Arc<dyn Connector>;
+
+/// The JSON type of `value`, for messages about an unexpected response shape.
+pub(crate) fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::datahog::{DatahogConfig, DatahogConnector};
 use super::schema::SettingsSchema;
 use super::{Error, SharedConnector};
 
@@ -21,11 +22,13 @@ pub struct ConnectorRegistry {
 }
 
 impl ConnectorRegistry {
-    /// The built-in catalog.
-    pub fn builtin() -> Self {
+    /// The built-in catalog; connectors whose upstream is the operator's choice take it from
+    /// `datahog` (the `[datahog]` config section).
+    pub fn builtin(datahog: &DatahogConfig) -> Self {
         Self::with(vec![
             Arc::new(super::http::HttpConnector) as SharedConnector,
             Arc::new(super::NoopConnector),
+            Arc::new(DatahogConnector::new(datahog.clone())),
         ])
     }
 

@@ -63,6 +63,52 @@ impl BackoffPolicy {
     }
 }
 
+/// A fixed retry schedule, as webhook senders use (Svix: at once, 5 s, 5 min, 30 min, 2 h,
+/// 5 h, 10 h, 10 h): `delays[n]` is the wait before attempt `n + 1`, each jittered by
+/// ±`jitter` (a fraction). There are as many attempts as delays.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FixedSchedule {
+    pub delays: Vec<Duration>,
+    pub jitter: f64,
+}
+
+impl FixedSchedule {
+    /// Everything the schedule can wait, at most (jitter included): the time budget a step
+    /// on this schedule needs.
+    pub fn span(&self) -> Duration {
+        let total: Duration = self.delays.iter().sum();
+        total.mul_f64(1.0 + self.jitter.clamp(0.0, 1.0))
+    }
+
+    /// When attempt `tries + 1` may start after `tries` failed ones, or `None` when the
+    /// schedule or the time budget is used up. `retry_after` is a floor; the deadline a ceiling.
+    pub fn next_attempt_at(
+        &self,
+        tries: u32,
+        retry_after: Option<Duration>,
+        now: Millis,
+        deadline: Millis,
+        rng: &mut impl Rng,
+    ) -> Option<Millis> {
+        let delay = self.delays.get(tries as usize)?;
+        if now >= deadline {
+            return None;
+        }
+        let jitter = self.jitter.clamp(0.0, 1.0);
+        let factor = if jitter > 0.0 {
+            rng.random_range((1.0 - jitter)..=(1.0 + jitter))
+        } else {
+            1.0
+        };
+        let wait = (delay.as_millis() as f64 * factor) as i64;
+        let floor = retry_after.map_or(0, |after| after.as_millis().min(i64::MAX as u128) as i64);
+        if now.saturating_add(floor) > deadline {
+            return None;
+        }
+        Some(now.saturating_add(wait.max(floor)).min(deadline))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -70,6 +116,46 @@ mod tests {
     use rand::rngs::StdRng;
 
     use super::*;
+
+    fn svix() -> FixedSchedule {
+        let minutes = |m: u64| Duration::from_secs(m * 60);
+        FixedSchedule {
+            delays: vec![
+                Duration::ZERO,
+                Duration::from_secs(5),
+                minutes(5),
+                minutes(30),
+                minutes(120),
+                minutes(300),
+                minutes(600),
+                minutes(600),
+            ],
+            jitter: 0.2,
+        }
+    }
+
+    #[test]
+    fn fixed_schedule_follows_its_delays_then_stops() {
+        let schedule = svix();
+        let mut rng = StdRng::seed_from_u64(7);
+        let far = i64::MAX / 2;
+        for tries in 1..8u32 {
+            let delay = schedule.delays[tries as usize].as_millis() as i64;
+            let at = schedule
+                .next_attempt_at(tries, None, 0, far, &mut rng)
+                .expect("within the schedule");
+            assert!(
+                (delay * 8 / 10..=delay * 12 / 10).contains(&at),
+                "try {tries}: {at} vs {delay}"
+            );
+        }
+        assert_eq!(schedule.next_attempt_at(8, None, 0, far, &mut rng), None);
+        let at = schedule
+            .next_attempt_at(1, Some(Duration::from_secs(60)), 0, far, &mut rng)
+            .expect("retry-after honoured");
+        assert_eq!(at, 60_000, "Retry-After is a floor");
+        assert!(schedule.span() > Duration::from_secs(32 * 3600));
+    }
 
     #[test]
     fn ceiling_doubles_then_caps() {

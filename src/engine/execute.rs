@@ -11,11 +11,12 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::EngineContext;
-use crate::job::{Claimed, JobStatus, Outcome, PageWrite, StepError, StepKind, StepState};
+use super::breaker::Admission;
+use crate::job::{Claimed, JobStatus, Outcome, PageWrite, Receipt, StepError, StepKind, StepState};
 use crate::net::Retryability;
 use crate::processors::{ProcessorChain, ProcessorSpec};
 use crate::sinks::{Delivery, SourceOutcome};
-use crate::store::Error as StoreError;
+use crate::store::{DisabledEndpoint, Error as StoreError};
 
 /// What a collect step runs.
 #[derive(Deserialize)]
@@ -37,12 +38,16 @@ struct DeliverConfig {
 struct Failure {
     retry: Retryability,
     error: StepError,
+    /// The other side answered or was unreachable (as opposed to a local or settings
+    /// problem): the result counts for its circuit breaker.
+    upstream: bool,
 }
 
 impl Failure {
     fn permanent(kind: &str, message: impl Into<String>) -> Self {
         Self {
             retry: Retryability::Permanent,
+            upstream: false,
             error: StepError {
                 kind: kind.into(),
                 message: message.into(),
@@ -85,12 +90,14 @@ pub fn classify(error: &crate::net::UpstreamError) -> &'static str {
 fn failure(
     kind: &str,
     retry: Retryability,
+    upstream: bool,
     message: String,
     http_status: Option<u16>,
     response: Option<&str>,
 ) -> Failure {
     Failure {
         retry,
+        upstream,
         error: StepError {
             kind: kind.into(),
             message,
@@ -110,6 +117,7 @@ fn connector_failure(error: &crate::connectors::Error) -> Failure {
     failure(
         kind,
         error.retryability(),
+        matches!(error, E::Upstream(_) | E::Response(_)),
         error.to_string(),
         error.http_status(),
         error.response_excerpt(),
@@ -120,16 +128,51 @@ fn sink_failure(error: &crate::sinks::Error) -> Failure {
     use crate::sinks::Error as E;
     let kind = match error {
         E::Settings(_) => "settings",
-        E::Upstream(upstream) => classify(upstream),
+        E::Upstream(upstream) | E::Refused(upstream) => classify(upstream),
+        E::Gone(_) => "gone",
         E::Io(_) => "io",
     };
     failure(
         kind,
         error.retryability(),
+        error.upstream().is_some(),
         error.to_string(),
         error.http_status(),
         error.response_excerpt(),
     )
+}
+
+/// What a successful attempt hands to `finish`.
+enum Done {
+    /// The last page of a collection, stored with the step's success.
+    Collected(Option<PageWrite>),
+    Delivered(Receipt),
+}
+
+/// The circuit breaker key of a step: its connector's upstream origin, or its sink's endpoint.
+pub fn breaker_key(
+    connectors: &crate::connectors::ConnectorRegistry,
+    sinks: &crate::sinks::SinkRegistry,
+    kind: StepKind,
+    config: &Value,
+) -> Option<String> {
+    let settings = config.get("settings")?;
+    match kind {
+        StepKind::Collect => {
+            let entry = connectors.get(config.get("connector")?.as_str()?)?;
+            entry
+                .connector
+                .upstream(settings)
+                .map(|origin| format!("host {origin}"))
+        }
+        StepKind::Deliver => {
+            let entry = sinks.get(config.get("sink")?.as_str()?)?;
+            entry
+                .sink
+                .endpoint(settings)
+                .map(|url| format!("endpoint {url}"))
+        }
+    }
 }
 
 /// Runs one claimed step to the end of its attempt and records the outcome.
@@ -139,25 +182,43 @@ pub async fn run_step(context: &EngineContext, claimed: Claimed) {
     context.telemetry.attempt(kind.as_str());
     let span = tracing::info_span!("step", job_id = %claimed.step.job_id, step_id = claimed.step.id,
                                    attempt = claimed.fence.attempt);
+    let breaker = breaker_key(
+        &context.connectors,
+        &context.sinks,
+        kind,
+        &claimed.step.config,
+    );
     let attempt = async {
         let heartbeat = heartbeat(context, &claimed);
         tokio::pin!(heartbeat);
         let work = async {
-            if context.clock.now() > claimed.step.deadline_at {
+            let now = context.clock.now();
+            if now > claimed.step.deadline_at {
                 // Out of time budget: retries are exhausted, so `schedule` makes the step
                 // `dead` (replayable), not `failed` (which means a non-retryable error).
+                let last = claimed.step.last_error.as_deref().unwrap_or("none");
                 let failure = Failure {
                     retry: Retryability::Retry { after: None },
                     ..Failure::permanent(
                         "budget",
-                        "the step's time budget ran out before this attempt",
+                        format!("gave up: the time budget ran out; last error: {last}"),
                     )
                 };
                 return Err(Ok(failure));
             }
+            if let Some(key) = &breaker
+                && let Admission::Wait { until } = context.breakers.admit(key, now)
+            {
+                return Ok(Err((key.clone(), until)));
+            }
+            let breaker = breaker.as_deref();
             match kind {
-                StepKind::Collect => collect(context, &claimed).await,
-                StepKind::Deliver => deliver(context, &claimed).await.map(|()| None),
+                StepKind::Collect => collect(context, &claimed, breaker)
+                    .await
+                    .map(|page| Ok(Done::Collected(page))),
+                StepKind::Deliver => deliver(context, &claimed, breaker)
+                    .await
+                    .map(|receipt| Ok(Done::Delivered(receipt))),
             }
         };
         tokio::select! {
@@ -170,8 +231,15 @@ pub async fn run_step(context: &EngineContext, claimed: Claimed) {
     // lists only the current span's scope, and `/v1/logs?job=` finds lines by that list.
     let now = context.clock.now();
     let (outcome, last_page) = match result {
-        Ok(last_page) => (Outcome::Succeeded, last_page),
-        Err(Ok(failure)) => (schedule(context, &claimed, failure, now), None),
+        Ok(Ok(Done::Collected(last_page))) => (Outcome::Succeeded, last_page),
+        Ok(Ok(Done::Delivered(receipt))) => (Outcome::Delivered { receipt }, None),
+        Ok(Err((key, until))) => (deferral(&claimed, &key, until), None),
+        Err(Ok(failure)) => {
+            if failure.error.kind == "gone" {
+                disable_endpoint(context, &claimed, &failure.error, now).await;
+            }
+            (schedule(context, &claimed, failure, now), None)
+        }
         Err(Err(Stop::Fenced)) => {
             context
                 .telemetry
@@ -185,10 +253,16 @@ pub async fn run_step(context: &EngineContext, claimed: Claimed) {
         }
     };
     let word = outcome.word();
-    if let Outcome::Retry { error, .. } | Outcome::Failed { error } | Outcome::Dead { error } =
-        &outcome
-    {
-        span.in_scope(|| tracing::warn!(outcome = word, error_kind = %error.kind, error = %error.message, "step attempt failed"));
+    match &outcome {
+        Outcome::Retry { error, .. } | Outcome::Failed { error } | Outcome::Dead { error } => {
+            span.in_scope(|| tracing::warn!(outcome = word, error_kind = %error.kind, error = %error.message, "step attempt failed"));
+        }
+        Outcome::Deferred { error, .. } => {
+            span.in_scope(
+                || tracing::info!(outcome = word, error = %error.message, "step deferred"),
+            );
+        }
+        Outcome::Succeeded | Outcome::Delivered { .. } => {}
     }
     match context
         .store
@@ -210,28 +284,85 @@ pub async fn run_step(context: &EngineContext, claimed: Claimed) {
     }
 }
 
+/// A step that waits on an open breaker: it runs again when the breaker lets a probe through,
+/// or just after its deadline (where the budget check ends it), whichever comes first.
+fn deferral(claimed: &Claimed, key: &str, until: i64) -> Outcome {
+    Outcome::Deferred {
+        at: until.min(claimed.step.deadline_at.saturating_add(1)),
+        error: StepError {
+            kind: "breaker_open".into(),
+            message: format!(
+                "circuit breaker for {key} is open; waiting until {}",
+                crate::clock::rfc3339(until)
+            ),
+            http_status: None,
+            response: None,
+        },
+    }
+}
+
+/// A `410 Gone` from a receiver disables its endpoint for every job.
+async fn disable_endpoint(context: &EngineContext, claimed: &Claimed, error: &StepError, now: i64) {
+    let Some(url) = claimed
+        .step
+        .config
+        .get("settings")
+        .and_then(|settings| settings.get("url"))
+        .and_then(Value::as_str)
+    else {
+        return;
+    };
+    let endpoint = DisabledEndpoint {
+        url: url.to_owned(),
+        reason: error.message.clone(),
+        job_id: Some(claimed.step.job_id),
+        disabled_at: now,
+    };
+    if let Err(error) = context.store.disable_endpoint(&endpoint).await {
+        tracing::error!(%error, url, "could not record the disabled endpoint");
+    }
+}
+
 /// Places a failed attempt: retry later, fail for good, or dead when out of attempts or budget.
+/// Deliveries to sinks with a fixed schedule follow it; everything else backs off
+/// exponentially.
 fn schedule(context: &EngineContext, claimed: &Claimed, failure: Failure, now: i64) -> Outcome {
-    let Failure { retry, mut error } = failure;
+    let Failure {
+        retry, mut error, ..
+    } = failure;
     let Retryability::Retry { after } = retry else {
         return Outcome::Failed { error };
     };
     let step = &claimed.step;
-    let next = context.config.backoff().next_attempt_at(
-        claimed.fence.attempt,
-        step.max_attempts,
-        after,
-        now,
-        step.deadline_at,
-        &mut rand::rng(),
-    );
+    let tries = step.tries(claimed.fence.attempt);
+    let allowed = step.tries(step.max_attempts);
+    let fixed = (step.kind == StepKind::Deliver)
+        .then(|| step.config.get("sink").and_then(Value::as_str))
+        .flatten()
+        .and_then(|sink| context.sinks.get(sink))
+        .and_then(|entry| entry.sink.retry_schedule());
+    let next = match &fixed {
+        Some(schedule) if tries < allowed => {
+            schedule.next_attempt_at(tries, after, now, step.deadline_at, &mut rand::rng())
+        }
+        Some(_) => None,
+        None => context.config.backoff().next_attempt_at(
+            tries,
+            allowed,
+            after,
+            now,
+            step.deadline_at,
+            &mut rand::rng(),
+        ),
+    };
     match next {
         Some(at) => Outcome::Retry { at, error },
+        None if error.kind == "budget" => Outcome::Dead { error },
         None => {
-            let why = if claimed.fence.attempt >= step.max_attempts {
-                format!("gave up after {} attempts", claimed.fence.attempt)
-            } else {
+            let why = if now >= step.deadline_at {
                 "gave up: the time budget ran out".to_owned()
+            } else {
+                format!("gave up after {tries} attempts")
             };
             error.message = format!("{why}; last error: {}", error.message);
             Outcome::Dead { error }
@@ -255,9 +386,27 @@ async fn heartbeat(context: &EngineContext, claimed: &Claimed) -> Stop {
 
 type StepResult<T> = Result<T, Result<Failure, Stop>>;
 
+/// Tells the breaker of `key` how one upstream call went: retryable failures count against
+/// it; answers that show the other side is up (even a 404) count for it.
+fn record_call<T>(context: &EngineContext, key: Option<&str>, result: &StepResult<T>) {
+    let Some(key) = key else { return };
+    let failed = match result {
+        Ok(_) => false,
+        Err(Ok(failure)) if failure.upstream => {
+            matches!(failure.retry, Retryability::Retry { .. })
+        }
+        Err(_) => return,
+    };
+    context.breakers.record(key, failed, context.clock.now());
+}
+
 /// Collects from the checkpoint on, storing each page with its checkpoint; the last page is
 /// returned so it is stored in the same transaction as the step's success.
-async fn collect(context: &EngineContext, claimed: &Claimed) -> StepResult<Option<PageWrite>> {
+async fn collect(
+    context: &EngineContext,
+    claimed: &Claimed,
+    breaker: Option<&str>,
+) -> StepResult<Option<PageWrite>> {
     let config: CollectConfig =
         serde_json::from_value(claimed.step.config.clone()).map_err(|error| {
             Ok(Failure::permanent(
@@ -283,7 +432,9 @@ async fn collect(context: &EngineContext, claimed: &Claimed) -> StepResult<Optio
                 checkpoint.as_ref(),
             )
             .await
-            .map_err(|error| Ok(connector_failure(&error)))?;
+            .map_err(|error| Ok(connector_failure(&error)));
+        record_call(context, breaker, &page);
+        let page = page?;
         let records = if chain.is_empty() {
             page.records
         } else {
@@ -312,7 +463,11 @@ async fn collect(context: &EngineContext, claimed: &Claimed) -> StepResult<Optio
 }
 
 /// Delivers the job's sources' outcome and every record to the step's sink.
-async fn deliver(context: &EngineContext, claimed: &Claimed) -> StepResult<()> {
+async fn deliver(
+    context: &EngineContext,
+    claimed: &Claimed,
+    breaker: Option<&str>,
+) -> StepResult<Receipt> {
     let config: DeliverConfig =
         serde_json::from_value(claimed.step.config.clone()).map_err(|error| {
             Ok(Failure::permanent(
@@ -326,6 +481,23 @@ async fn deliver(context: &EngineContext, claimed: &Claimed) -> StepResult<()> {
             format!("unknown sink {:?}", config.sink),
         ))
     })?;
+    if let Some(endpoint) = entry.sink.endpoint(&config.settings) {
+        let disabled = context
+            .store
+            .disabled_endpoint(&endpoint)
+            .await
+            .map_err(|error| Err(Stop::from(error)))?;
+        if let Some(disabled) = disabled {
+            return Err(Ok(Failure::permanent(
+                "endpoint_disabled",
+                format!(
+                    "the endpoint is disabled since {} ({}); enable it, then replay this delivery",
+                    crate::clock::rfc3339(disabled.disabled_at),
+                    disabled.reason
+                ),
+            )));
+        }
+    }
     let job_id = claimed.step.job_id;
     let detail = context
         .store
@@ -345,15 +517,19 @@ async fn deliver(context: &EngineContext, claimed: &Claimed) -> StepResult<()> {
         after = Some(last.id);
         records.extend(batch.into_iter().map(|row| (row.step_id, row.data)));
     }
-    let sources: Vec<SourceOutcome> = detail
-        .steps
-        .iter()
-        .filter(|step| step.kind == StepKind::Collect)
+    let collect_steps = || {
+        detail
+            .steps
+            .iter()
+            .filter(|step| step.kind == StepKind::Collect)
+    };
+    let sources: Vec<SourceOutcome> = collect_steps()
         .map(|step| SourceOutcome {
             step_id: step.id,
+            name: source_name(step),
             connector: step.name.clone(),
             state: step.state,
-            attempts: step.attempt,
+            attempts: step.tries(step.attempt),
             records: step.records,
             error: (step.state != StepState::Succeeded)
                 .then(|| step.last_error.clone())
@@ -367,14 +543,30 @@ async fn deliver(context: &EngineContext, claimed: &Claimed) -> StepResult<()> {
     );
     let delivery = Delivery {
         job_id,
+        delivery_id: format!("msg_{}_{}", job_id.simple(), claimed.step.position),
         status,
         created_at: detail.job.created_at,
+        collected_at: collect_steps()
+            .filter_map(|step| step.finished_at)
+            .max()
+            .unwrap_or(detail.job.created_at),
         sources,
         records,
     };
-    entry
+    let result = entry
         .sink
         .deliver(&context.sink_context, &config.settings, &delivery)
         .await
-        .map_err(|error| Ok(sink_failure(&error)))
+        .map_err(|error| Ok(sink_failure(&error)));
+    record_call(context, breaker, &result);
+    result
+}
+
+/// The name a source has in results: the one the job gave it, else the connector's.
+fn source_name(step: &crate::job::Step) -> String {
+    step.config
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or(&step.name)
+        .to_owned()
 }

@@ -6,6 +6,7 @@
 //! retries or replays it.
 
 mod backoff;
+pub mod breaker;
 mod dispatcher;
 mod execute;
 mod maintenance;
@@ -24,9 +25,10 @@ use crate::observability::Telemetry;
 use crate::sinks::{SinkContext, SinkRegistry};
 use crate::store::SharedStore;
 
-pub use backoff::BackoffPolicy;
+pub use backoff::{BackoffPolicy, FixedSchedule};
+pub use breaker::{BreakerConfig, Breakers};
 pub use dispatcher::Dispatcher;
-pub use execute::classify;
+pub use execute::{breaker_key, classify};
 pub use maintenance::Maintenance;
 
 /// Engine settings (`[engine]` in `gleaner.toml`).
@@ -57,6 +59,8 @@ pub struct EngineConfig {
     pub retention: Duration,
     #[serde(with = "duration")]
     pub prune_interval: Duration,
+    /// Circuit breakers per upstream host and callback endpoint.
+    pub breaker: BreakerConfig,
 }
 
 impl Default for EngineConfig {
@@ -72,6 +76,7 @@ impl Default for EngineConfig {
             sweep_interval: Duration::from_secs(5),
             retention: Duration::from_secs(7 * 24 * 3600),
             prune_interval: Duration::from_secs(3600),
+            breaker: BreakerConfig::default(),
         }
     }
 }
@@ -111,4 +116,5 @@ pub struct EngineContext {
     pub sink_context: SinkContext,
     pub telemetry: Telemetry,
     pub config: Arc<EngineConfig>,
+    pub breakers: Breakers,
 }

@@ -51,6 +51,11 @@ pub struct Step {
     pub checkpoint: Option<Value>,
     pub pages: u64,
     pub records: u64,
+    /// Attempts that only waited on an open circuit breaker; they count neither against
+    /// `max_attempts` (which grew by one for each) nor in the backoff exponent.
+    pub deferrals: u32,
+    /// The attempt number when the step was last re-queued (retry, replay, redelivery).
+    pub round_start: u32,
     pub last_error: Option<String>,
     pub last_status: Option<u16>,
     /// What the step runs: `{connector, settings, processors}` or `{sink}`.
@@ -58,6 +63,16 @@ pub struct Step {
     pub created_at: Millis,
     pub updated_at: Millis,
     pub finished_at: Option<Millis>,
+}
+
+impl Step {
+    /// Attempts of the current round that count: `attempt` (the one running included) minus
+    /// those of earlier rounds and those deferred by an open circuit breaker.
+    pub fn tries(&self, attempt: u32) -> u32 {
+        attempt
+            .saturating_sub(self.round_start)
+            .saturating_sub(self.deferrals)
+    }
 }
 
 /// One row of the attempt log.
@@ -72,6 +87,8 @@ pub struct Attempt {
     pub error_kind: Option<String>,
     pub http_status: Option<u16>,
     pub error: Option<String>,
+    /// The first KiB of the answer, when there was one.
+    pub response: Option<String>,
     pub latency_ms: i64,
 }
 
@@ -139,10 +156,22 @@ pub struct StepError {
     pub response: Option<String>,
 }
 
+/// What the other side answered to a successful attempt, for the attempt log.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Receipt {
+    pub http_status: Option<u16>,
+    /// The first KiB of the answer.
+    pub response: Option<String>,
+}
+
 /// How an attempt ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Succeeded,
+    /// Succeeded, with the answer kept in the attempt log (deliveries).
+    Delivered {
+        receipt: Receipt,
+    },
     /// Retry at the given time.
     Retry {
         at: Millis,
@@ -156,15 +185,22 @@ pub enum Outcome {
     Dead {
         error: StepError,
     },
+    /// Not attempted: the upstream's circuit breaker is open. Run again at `at` without
+    /// using up an attempt.
+    Deferred {
+        at: Millis,
+        error: StepError,
+    },
 }
 
 impl Outcome {
     pub fn word(&self) -> &'static str {
         match self {
-            Outcome::Succeeded => "succeeded",
+            Outcome::Succeeded | Outcome::Delivered { .. } => "succeeded",
             Outcome::Retry { .. } => "retrying",
             Outcome::Failed { .. } => "failed",
             Outcome::Dead { .. } => "dead",
+            Outcome::Deferred { .. } => "deferred",
         }
     }
 }
@@ -202,6 +238,17 @@ pub struct NewJob {
     pub spec: Value,
     pub steps: Vec<NewStep>,
     pub idempotency: Option<IdempotencyClaim>,
+    /// Signing secrets generated for sinks that named none: shown once, in the answer to the
+    /// request that created the job (they are stored in the spec, never shown again).
+    pub generated_secrets: Vec<GeneratedSecret>,
+}
+
+/// A secret generated for a sink of a new job.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct GeneratedSecret {
+    /// Index of the sink in the job's `sinks`.
+    pub sink: usize,
+    pub secret: String,
 }
 
 /// Which jobs to list; paging goes backwards in time from `before`.

@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{IdempotencyClaim, NewJob, NewStep, StepKind};
+use super::{GeneratedSecret, IdempotencyClaim, NewJob, NewStep, StepKind};
 use crate::clock::Millis;
 use crate::connectors::ConnectorRegistry;
 use crate::connectors::registry::ValidationError;
@@ -44,6 +44,10 @@ pub struct JobSpec {
 pub struct SourceSpec {
     /// A connector name from `GET /v1/connectors`.
     pub connector: String,
+    /// The source's name in results (1–100 characters); by default what the connector calls
+    /// it (e.g. the provider id), else the connector name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Settings matching the connector's schema.
     #[serde(default = "empty_object")]
     #[schema(value_type = Object)]
@@ -102,6 +106,8 @@ pub enum SpecError {
     Processors(String),
     #[error("retry: {0}")]
     Retry(&'static str),
+    #[error("sources[{index}].name must be 1 to 100 characters")]
+    SourceName { index: usize },
 }
 
 /// Everything `plan` checks against.
@@ -132,6 +138,13 @@ impl JobSpec {
                 .connectors
                 .validate(&source.connector, &source.settings)
                 .map_err(|error| SpecError::Source { index, error })?;
+            if source
+                .name
+                .as_ref()
+                .is_some_and(|name| name.is_empty() || name.chars().count() > 100)
+            {
+                return Err(SpecError::SourceName { index });
+            }
         }
         ProcessorChain::compile(&self.processors)
             .map_err(|error| SpecError::Processors(error.to_string()))?;
@@ -145,26 +158,63 @@ impl JobSpec {
 
         let deadline_at = now.saturating_add(budget_ms);
         let processors = serde_json::to_value(&self.processors).unwrap_or(Value::Array(Vec::new()));
-        let collect = self.sources.iter().map(|source| NewStep {
-            kind: StepKind::Collect,
-            name: source.connector.clone(),
-            config: json!({"connector": source.connector, "settings": source.settings, "processors": processors}),
-            max_attempts,
-            deadline_at,
+        let mut accepted = self.clone();
+        let collect = accepted.sources.iter_mut().map(|source| {
+            if source.name.is_none() {
+                source.name = catalog
+                    .connectors
+                    .get(&source.connector)
+                    .and_then(|entry| entry.connector.label(&source.settings));
+            }
+            let name = source.name.as_deref().unwrap_or(&source.connector);
+            NewStep {
+                kind: StepKind::Collect,
+                name: source.connector.clone(),
+                config: json!({"connector": source.connector, "name": name,
+                               "settings": source.settings, "processors": processors}),
+                max_attempts,
+                deadline_at,
+            }
         });
-        let deliver = self.sinks.iter().map(|sink| NewStep {
-            kind: StepKind::Deliver,
-            name: sink.kind.clone(),
-            config: json!({"sink": sink.kind, "settings": Value::Object(sink.settings.clone())}),
-            max_attempts,
-            deadline_at,
-        });
+        let mut steps: Vec<NewStep> = collect.collect();
+        let mut generated_secrets = Vec::new();
+        for (index, sink) in accepted.sinks.iter_mut().enumerate() {
+            let Some(entry) = catalog.sinks.get(&sink.kind) else {
+                continue;
+            };
+            if let Some(secret) = entry.sink.prepare(&mut sink.settings) {
+                generated_secrets.push(GeneratedSecret {
+                    sink: index,
+                    secret,
+                });
+            }
+            // A sink with its own schedule gets as many attempts as it has entries, and the
+            // time to go through all of them.
+            let (attempts, deadline) = match entry.sink.retry_schedule() {
+                Some(schedule) => {
+                    let span = i64::try_from(schedule.span().as_millis()).unwrap_or(i64::MAX);
+                    (
+                        schedule.delays.len() as u32,
+                        now.saturating_add(span.max(budget_ms)),
+                    )
+                }
+                None => (max_attempts, deadline_at),
+            };
+            steps.push(NewStep {
+                kind: StepKind::Deliver,
+                name: sink.kind.clone(),
+                config: json!({"sink": sink.kind, "settings": Value::Object(sink.settings.clone())}),
+                max_attempts: attempts,
+                deadline_at: deadline,
+            });
+        }
         Ok(NewJob {
             id: Uuid::now_v7(),
             created_at: now,
-            spec: serde_json::to_value(self).unwrap_or(Value::Null),
-            steps: collect.chain(deliver).collect(),
+            spec: serde_json::to_value(&accepted).unwrap_or(Value::Null),
+            steps,
             idempotency,
+            generated_secrets,
         })
     }
 

@@ -78,6 +78,9 @@ pub struct StoreSnapshot {
     pub queue_depth: u64,
     /// Entries in the dead-letter list (`gleaner_dead_letters`).
     pub dead_letters: u64,
+    /// Circuit breakers that have seen failures, as `(key, state)`
+    /// (`gleaner_circuit_breaker{key, state} 1`); filled from the engine, not the store.
+    pub breakers: Vec<(String, String)>,
 }
 
 /// Handle to gleaner's metrics; cheap to clone (one `Arc`), safe to use from any thread.
@@ -292,6 +295,16 @@ impl Collector for SnapshotCollector {
                 MetricType::Gauge,
             )?
             .encode_gauge(&snapshot.dead_letters)?;
+        let mut breakers = encoder.encode_descriptor(
+            "circuit_breaker",
+            "Circuit breakers with recent failures, by key and state (closed, open, half_open).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (key, state) in &snapshot.breakers {
+            let labels = [("key", key.as_str()), ("state", state.as_str())];
+            breakers.encode_family(&labels)?.encode_gauge(&1u64)?;
+        }
         Ok(())
     }
 }
@@ -322,6 +335,7 @@ mod tests {
             steps_by_state: vec![("ready".to_owned(), 5)],
             queue_depth: 5,
             dead_letters: 1,
+            breakers: vec![("host http://a:80".to_owned(), "open".to_owned())],
         }
     }
 
@@ -383,6 +397,7 @@ mod tests {
             "gleaner_steps{state=\"ready\"} 5\n",
             "gleaner_queue_depth 5\n",
             "gleaner_dead_letters 1\n",
+            "gleaner_circuit_breaker{key=\"host http://a:80\",state=\"open\"} 1\n",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
         }

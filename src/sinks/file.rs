@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
 use super::{Delivery, Error, Sink, SinkContext, SinkValidation};
+use crate::job::Receipt;
 
 /// Appends records as NDJSON to a file under the files root.
 #[derive(Debug, Default)]
@@ -81,7 +82,7 @@ impl Sink for FileSink {
         ctx: &SinkContext,
         settings: &Value,
         delivery: &Delivery,
-    ) -> Result<(), Error> {
+    ) -> Result<Receipt, Error> {
         let path = resolve(&ctx.files_root, path_setting(settings))?;
         if let Some(parent) = path.parent() {
             tokio::fs::create_dir_all(parent)
@@ -100,7 +101,8 @@ impl Sink for FileSink {
             .map_err(|error| Error::Io(format!("writing {}: {error}", path.display())))?;
         file.sync_data()
             .await
-            .map_err(|error| Error::Io(format!("syncing {}: {error}", path.display())))
+            .map_err(|error| Error::Io(format!("syncing {}: {error}", path.display())))?;
+        Ok(Receipt::default())
     }
 }
 
@@ -123,7 +125,7 @@ impl Sink for StdoutSink {
         _ctx: &SinkContext,
         _settings: &Value,
         delivery: &Delivery,
-    ) -> Result<(), Error> {
+    ) -> Result<Receipt, Error> {
         let body = ndjson(delivery)?;
         let mut stdout = tokio::io::stdout();
         stdout
@@ -133,7 +135,8 @@ impl Sink for StdoutSink {
         stdout
             .flush()
             .await
-            .map_err(|error| Error::Io(error.to_string()))
+            .map_err(|error| Error::Io(error.to_string()))?;
+        Ok(Receipt::default())
     }
 }
 

@@ -3,6 +3,7 @@
 //!
 //! Invariant: a sink never reads or writes the store; the engine hands it a `Delivery`.
 
+pub mod callback;
 mod file;
 mod registry;
 
@@ -15,9 +16,11 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::clock::{Millis, SharedClock};
-use crate::job::{JobStatus, StepState};
-use crate::net::{HttpClientFactory, Retryability, UpstreamError};
+use crate::engine::FixedSchedule;
+use crate::job::{JobStatus, Receipt, StepState};
+use crate::net::{AddressGuard, HttpClientFactory, Retryability, UpstreamError};
 
+pub use callback::{CallbackConfig, CallbackSink};
 pub use file::{FileSink, StdoutSink};
 pub use registry::SinkRegistry;
 
@@ -34,6 +37,8 @@ pub struct SinkContext {
 #[derive(Debug, Clone, Serialize)]
 pub struct SourceOutcome {
     pub step_id: i64,
+    /// The source's name in the job (a provider id, or the connector name).
+    pub name: String,
     pub connector: String,
     pub state: StepState,
     pub attempts: u32,
@@ -45,9 +50,13 @@ pub struct SourceOutcome {
 #[derive(Debug, Clone)]
 pub struct Delivery {
     pub job_id: Uuid,
+    /// Stable across the retries of this delivery (the `webhook-id` of a callback).
+    pub delivery_id: String,
     /// The outcome of the sources (`succeeded`, `partially_succeeded` or `failed`).
     pub status: JobStatus,
     pub created_at: Millis,
+    /// When the last source finished.
+    pub collected_at: Millis,
     pub sources: Vec<SourceOutcome>,
     /// Records by source step id, in collection order.
     pub records: Vec<(i64, Value)>,
@@ -63,29 +72,44 @@ pub enum Error {
     /// Local I/O (disk full, permissions): retried, the condition may clear.
     #[error("i/o error: {0}")]
     Io(String),
+    /// The receiver answered with a status that is not 2xx: retried on the sink's schedule,
+    /// whatever the status (a receiver's 4xx is often a deploy in progress).
+    #[error("receiver refused the delivery: {0}")]
+    Refused(UpstreamError),
+    /// The receiver answered `410 Gone`: the endpoint is disabled, nothing more is sent to it.
+    #[error("receiver answered 410 Gone; the endpoint is disabled")]
+    Gone(UpstreamError),
 }
 
 impl Error {
     pub fn retryability(&self) -> Retryability {
         match self {
             Error::Upstream(error) => error.retryability(),
+            Error::Refused(error) => match error {
+                UpstreamError::Status { retry_after, .. } => Retryability::Retry {
+                    after: *retry_after,
+                },
+                other => other.retryability(),
+            },
             Error::Io(_) => Retryability::Retry { after: None },
-            Error::Settings(_) => Retryability::Permanent,
+            Error::Settings(_) | Error::Gone(_) => Retryability::Permanent,
+        }
+    }
+
+    /// The upstream error underneath, if the failure came from the other side.
+    pub fn upstream(&self) -> Option<&UpstreamError> {
+        match self {
+            Error::Upstream(error) | Error::Refused(error) | Error::Gone(error) => Some(error),
+            Error::Settings(_) | Error::Io(_) => None,
         }
     }
 
     pub fn http_status(&self) -> Option<u16> {
-        match self {
-            Error::Upstream(error) => error.http_status(),
-            _ => None,
-        }
+        self.upstream().and_then(UpstreamError::http_status)
     }
 
     pub fn response_excerpt(&self) -> Option<&str> {
-        match self {
-            Error::Upstream(error) => error.response_excerpt(),
-            _ => None,
-        }
+        self.upstream().and_then(UpstreamError::response_excerpt)
     }
 }
 
@@ -105,18 +129,38 @@ pub trait Sink: Send + Sync {
         Ok(())
     }
 
+    /// Fills in settings the job left out (a generated signing secret) when it is accepted.
+    /// Returns a secret generated here, which the creating client is shown once.
+    fn prepare(&self, _settings: &mut serde_json::Map<String, Value>) -> Option<String> {
+        None
+    }
+
+    /// The remote endpoint deliveries go to: the key of its circuit breaker, and what a
+    /// `410 Gone` disables. `None` for local sinks.
+    fn endpoint(&self, _settings: &Value) -> Option<String> {
+        None
+    }
+
+    /// A fixed retry schedule replacing the engine's exponential backoff.
+    fn retry_schedule(&self) -> Option<FixedSchedule> {
+        None
+    }
+
+    /// Delivers; `Ok` carries what the receiver answered, for the attempt log.
     async fn deliver(
         &self,
         ctx: &SinkContext,
         settings: &Value,
         delivery: &Delivery,
-    ) -> Result<(), Error>;
+    ) -> Result<Receipt, Error>;
 }
 
 /// What validation at submission may consult.
 #[derive(Clone, Debug)]
 pub struct SinkValidation {
     pub files_root: PathBuf,
+    /// The outgoing address policy, to refuse endpoints it would refuse at delivery.
+    pub guard: AddressGuard,
 }
 
 /// Shared handle to a sink.

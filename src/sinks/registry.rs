@@ -22,10 +22,12 @@ pub struct SinkRegistry {
 }
 
 impl SinkRegistry {
-    pub fn builtin() -> Self {
+    /// The built-in sinks, with the operator's callback settings.
+    pub fn builtin(callback: &super::CallbackConfig) -> Self {
         Self::with(vec![
             Arc::new(super::FileSink) as SharedSink,
             Arc::new(super::StdoutSink),
+            Arc::new(super::CallbackSink::new(callback.clone())),
         ])
     }
 

@@ -30,6 +30,7 @@ fn new_job(sources: usize, sinks: usize, now: i64) -> NewJob {
         spec: json!({"sources": []}),
         steps,
         idempotency: None,
+        generated_secrets: Vec::new(),
     }
 }
 

@@ -119,9 +119,32 @@ pub trait Store: Send + Sync {
     /// A write round trip, for readiness.
     async fn ping(&self) -> Result<()>;
 
+    /// Re-queues every finished deliver step of a job, succeeded ones included, with
+    /// `budget`; `Conflict` while a source is still unfinished or when the job has no sink.
+    async fn redeliver(&self, id: Uuid, now: Millis, budget: RetryBudget) -> Result<Job>;
+
+    /// Marks a callback endpoint disabled (it answered `410 Gone`); deliveries to it stop.
+    async fn disable_endpoint(&self, endpoint: &DisabledEndpoint) -> Result<()>;
+    /// The disabled entry for `url`, if it is disabled.
+    async fn disabled_endpoint(&self, url: &str) -> Result<Option<DisabledEndpoint>>;
+    async fn list_disabled_endpoints(&self) -> Result<Vec<DisabledEndpoint>>;
+    /// Enables `url` again; returns whether it was disabled.
+    async fn enable_endpoint(&self, url: &str) -> Result<bool>;
+
     async fn insert_token(&self, id: &str, name: &str, hash: &str, now: Millis) -> Result<()>;
     async fn token_exists(&self, hash: &str) -> Result<bool>;
     async fn token_count(&self) -> Result<u64>;
+}
+
+/// A callback endpoint that answered `410 Gone`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct DisabledEndpoint {
+    pub url: String,
+    pub reason: String,
+    /// The job whose delivery got the `410`.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub job_id: Option<Uuid>,
+    pub disabled_at: Millis,
 }
 
 /// Shared handle to the store.

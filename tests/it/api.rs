@@ -6,64 +6,13 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::harness::Answer;
+use crate::support::harness::{assert_problem, detail, job_count, post_raw};
 use crate::support::{Mock, Reply, TestApp};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// Asserts a problem+json answer with `status` and a non-empty `detail`; returns the document.
-#[track_caller]
-fn assert_problem(answer: &Answer, status: u16) -> Value {
-    assert_eq!(answer.status.as_u16(), status, "status of {}", answer.text);
-    assert_eq!(
-        answer.header("content-type"),
-        Some("application/problem+json"),
-        "content type of {}",
-        answer.text
-    );
-    let problem = answer.json();
-    assert_eq!(problem["status"], status, "{problem}");
-    assert!(
-        problem["type"]
-            .as_str()
-            .is_some_and(|kind| kind.starts_with("urn:gleaner:problem:")),
-        "{problem}"
-    );
-    assert!(
-        problem["detail"]
-            .as_str()
-            .is_some_and(|detail| !detail.trim().is_empty()),
-        "detail in {problem}"
-    );
-    problem
-}
-
-fn detail(problem: &Value) -> String {
-    problem["detail"].as_str().unwrap_or_default().to_owned()
-}
-
 fn noop_job(records: u64) -> Value {
     json!({"sources": [{"connector": "noop", "settings": {"records": records}}]})
-}
-
-async fn post_raw(
-    app: &TestApp,
-    path: &str,
-    content_type: &str,
-    body: impl Into<String>,
-) -> Answer {
-    app.send(
-        app.request(Method::POST, path)
-            .header("content-type", content_type)
-            .body(body.into()),
-    )
-    .await
-}
-
-async fn job_count(app: &TestApp) -> usize {
-    let answer = app.get("/v1/jobs").await;
-    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
-    answer.json()["jobs"].as_array().expect("jobs").len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

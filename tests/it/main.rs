@@ -4,6 +4,7 @@
 mod api;
 mod config;
 mod crash;
+mod datahog;
 mod datahog_support;
 mod engine;
 mod ssrf;

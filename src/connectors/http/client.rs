@@ -16,7 +16,7 @@ use super::urls::{
     append_query, check_http_scheme, next_link_header, parse_http_url, set_page_params,
     set_query_param,
 };
-use crate::connectors::{ConnectorContext, Error, Page};
+use crate::connectors::{ConnectorContext, Error, Page, json_type};
 use crate::net::CappedResponse;
 use crate::processors::jq::JqFilter;
 
@@ -382,15 +382,4 @@ fn header_map(headers: &BTreeMap<String, String>) -> Result<HeaderMap, Error> {
         map.append(parsed, value);
     }
     Ok(map)
-}
-
-fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
 }

@@ -7,7 +7,7 @@ mod client;
 mod config;
 #[cfg(test)]
 mod tests;
-mod urls;
+pub(crate) mod urls;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -35,6 +35,10 @@ impl Connector for HttpConnector {
 
     fn settings_schema(&self) -> Value {
         settings_schema()
+    }
+
+    fn upstream(&self, settings: &Value) -> Option<String> {
+        super::origin_of(settings.get("url")?.as_str()?)
     }
 
     /// Checks what the schema cannot: the URL and its scheme, header names and values, and

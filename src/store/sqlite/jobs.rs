@@ -113,7 +113,7 @@ pub fn detail(conn: &Connection, id: Uuid) -> Result<Option<JobDetail>> {
         .query_map([&key], |row| rows::step(row).map(|(step, _)| step))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let mut attempts = conn.prepare_cached(
-        "SELECT step_id, attempt, started_at, ended_at, outcome, error_kind, http_status, error
+        "SELECT step_id, attempt, started_at, ended_at, outcome, error_kind, http_status, error, response
          FROM attempts WHERE job_id = ?1 ORDER BY id",
     )?;
     let attempts = attempts
@@ -281,6 +281,7 @@ pub fn snapshot(conn: &Connection, now: Millis) -> Result<Snapshot> {
         steps_by_state,
         queue_depth,
         dead_letters,
+        breakers: Vec::new(),
     })
 }
 

@@ -3,6 +3,7 @@
 //!
 //! Invariant: only the writer thread writes; readers never hold a write transaction.
 
+mod endpoints;
 mod jobs;
 mod rows;
 mod schema;
@@ -17,7 +18,7 @@ use rusqlite::{Connection, OpenFlags, ffi};
 use tokio::sync::{Notify, Semaphore};
 use uuid::Uuid;
 
-use super::{Created, Error, Result, Snapshot, Store};
+use super::{Created, DisabledEndpoint, Error, Result, Snapshot, Store};
 use crate::clock::Millis;
 use crate::job::{
     Claimed, DeadLetter, DeadLetterFilter, Fence, Job, JobDetail, JobFilter, NewJob, Outcome,
@@ -327,6 +328,50 @@ impl Store for SqliteStore {
             Ok(((), Wake::No))
         })
         .await
+    }
+
+    async fn redeliver(&self, id: Uuid, now: Millis, budget: RetryBudget) -> Result<Job> {
+        self.write(move |conn| {
+            let detail = jobs::detail(conn, id)?.ok_or(Error::NotFound)?;
+            let open_source = detail.steps.iter().any(|step| {
+                step.kind == crate::job::StepKind::Collect && !step.state.is_terminal()
+            });
+            if open_source {
+                return Err(Error::Conflict(
+                    "the job's sources are still being collected; it delivers when they finish"
+                        .into(),
+                ));
+            }
+            let count = steps::requeue(conn, id, steps::Requeue::Deliveries, now, budget)?;
+            if count == 0 {
+                return Err(Error::Conflict(
+                    "the job has no finished delivery to send again".into(),
+                ));
+            }
+            Ok((jobs::get(conn, id)?.ok_or(Error::NotFound)?, Wake::Yes))
+        })
+        .await
+    }
+
+    async fn disable_endpoint(&self, endpoint: &DisabledEndpoint) -> Result<()> {
+        let endpoint = endpoint.clone();
+        self.write(move |conn| Ok((endpoints::disable(conn, &endpoint)?, Wake::No)))
+            .await
+    }
+
+    async fn disabled_endpoint(&self, url: &str) -> Result<Option<DisabledEndpoint>> {
+        let url = url.to_owned();
+        self.read(move |conn| endpoints::get(conn, &url)).await
+    }
+
+    async fn list_disabled_endpoints(&self) -> Result<Vec<DisabledEndpoint>> {
+        self.read(endpoints::list).await
+    }
+
+    async fn enable_endpoint(&self, url: &str) -> Result<bool> {
+        let url = url.to_owned();
+        self.write(move |conn| Ok((endpoints::enable(conn, &url)?, Wake::No)))
+            .await
     }
 
     async fn insert_token(&self, id: &str, name: &str, hash: &str, now: Millis) -> Result<()> {

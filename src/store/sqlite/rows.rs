@@ -9,7 +9,7 @@ use crate::job::{Attempt, DeadLetter, Job, JobStatus, Step, StepKind, StepState}
 /// The step columns, in the order `step` reads them.
 pub const STEP_COLUMNS: &str = "id, job_id, position, kind, name, state, attempt, max_attempts, run_at, \
      deadline_at, lease_owner, lease_expires_at, checkpoint, pages, records, last_error, last_status, \
-     config, created_at, updated_at, finished_at, started_at";
+     config, created_at, updated_at, finished_at, started_at, deferrals, round_start";
 
 pub const JOB_COLUMNS: &str = "id, status, spec, created_at, updated_at, finished_at";
 
@@ -80,6 +80,8 @@ pub fn step(row: &Row<'_>) -> rusqlite::Result<(Step, Option<i64>)> {
         checkpoint: optional_json(row, 12)?,
         pages: row.get(13)?,
         records: row.get(14)?,
+        deferrals: row.get(22)?,
+        round_start: row.get(23)?,
         last_error: row.get(15)?,
         last_status: row.get(16)?,
         config: json(row, 17)?,
@@ -102,6 +104,7 @@ pub fn attempt(row: &Row<'_>) -> rusqlite::Result<Attempt> {
         error_kind: row.get(5)?,
         http_status: row.get(6)?,
         error: row.get(7)?,
+        response: row.get(8)?,
         latency_ms: ended_at - started_at,
     })
 }

@@ -3,7 +3,10 @@
 use rusqlite::Connection;
 
 /// Each entry is applied once, in its own transaction, when `user_version` is below its number.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_delivery.sql"),
+];
 
 /// Connection settings for every connection: WAL, full fsync, a busy timeout.
 pub fn configure(conn: &Connection) -> rusqlite::Result<()> {

@@ -9,7 +9,8 @@ use uuid::Uuid;
 use super::rows::{self, STEP_COLUMNS};
 use crate::clock::Millis;
 use crate::job::{
-    Claimed, Fence, JobStatus, Outcome, PageWrite, RetryBudget, StepError, StepKind, StepState,
+    Claimed, Fence, JobStatus, Outcome, PageWrite, Receipt, RetryBudget, StepError, StepKind,
+    StepState,
 };
 use crate::store::{Error, Result};
 
@@ -129,6 +130,7 @@ fn insert_records(
 
 /// The step row facts needed to end an attempt.
 struct Ending {
+    step_id: i64,
     job_id: String,
     kind: StepKind,
     name: String,
@@ -148,6 +150,8 @@ pub fn finish(
 ) -> Result<bool> {
     let (state, run_at) = placement(outcome);
     let error = error_of(outcome);
+    let answer = answer_of(outcome);
+    let deferred = i64::from(matches!(outcome, Outcome::Deferred { .. }));
     let finished_at = state.is_terminal().then_some(now);
     let checkpoint = last_page
         .and_then(|page| page.checkpoint.as_ref())
@@ -155,7 +159,8 @@ pub fn finish(
     let mut statement = conn.prepare_cached(
         "UPDATE steps SET state = ?4, run_at = ?5, lease_owner = NULL, lease_expires_at = NULL,
                 last_error = ?6, last_status = ?7, updated_at = ?8, finished_at = ?9,
-                checkpoint = COALESCE(?10, checkpoint), pages = pages + ?11, records = records + ?12
+                checkpoint = COALESCE(?10, checkpoint), pages = pages + ?11, records = records + ?12,
+                max_attempts = max_attempts + ?13, deferrals = deferrals + ?13
          WHERE id = ?1 AND lease_owner = ?2 AND attempt = ?3 AND state = 'running'
          RETURNING job_id, kind, name, attempt, started_at, pages - 1",
     )?;
@@ -168,16 +173,18 @@ pub fn finish(
                 state.as_str(),
                 run_at,
                 error.map(|e| e.message.as_str()),
-                error.and_then(|e| e.http_status),
+                answer.http_status,
                 now,
                 finished_at,
                 checkpoint,
                 i64::from(last_page.is_some()),
                 last_page.map_or(0, |page| page.records.len() as i64),
+                deferred,
             ],
             |row| {
                 Ok((
                     Ending {
+                        step_id: fence.step_id,
                         job_id: row.get(0)?,
                         kind: rows::step_kind(row, 1)?,
                         name: row.get(2)?,
@@ -195,21 +202,15 @@ pub fn finish(
     if let Some(page) = last_page {
         insert_records(conn, &ending.job_id, fence.step_id, page_number, page)?;
     }
-    after_attempt(
-        conn,
-        fence.step_id,
-        &ending,
-        outcome.word(),
-        state,
-        error,
-        now,
-    )
+    after_attempt(conn, &ending, outcome.word(), state, error, &answer, now)
 }
 
 fn placement(outcome: &Outcome) -> (StepState, Option<Millis>) {
     match outcome {
-        Outcome::Succeeded => (StepState::Succeeded, None),
-        Outcome::Retry { at, .. } => (StepState::Retrying, Some(*at)),
+        Outcome::Succeeded | Outcome::Delivered { .. } => (StepState::Succeeded, None),
+        Outcome::Retry { at, .. } | Outcome::Deferred { at, .. } => {
+            (StepState::Retrying, Some(*at))
+        }
         Outcome::Failed { .. } => (StepState::Failed, None),
         Outcome::Dead { .. } => (StepState::Dead, None),
     }
@@ -217,10 +218,25 @@ fn placement(outcome: &Outcome) -> (StepState, Option<Millis>) {
 
 fn error_of(outcome: &Outcome) -> Option<&StepError> {
     match outcome {
-        Outcome::Succeeded => None,
-        Outcome::Retry { error, .. } | Outcome::Failed { error } | Outcome::Dead { error } => {
-            Some(error)
-        }
+        Outcome::Succeeded | Outcome::Delivered { .. } => None,
+        Outcome::Retry { error, .. }
+        | Outcome::Deferred { error, .. }
+        | Outcome::Failed { error }
+        | Outcome::Dead { error } => Some(error),
+    }
+}
+
+/// What the other side answered, success or not, for the attempt log.
+fn answer_of(outcome: &Outcome) -> Receipt {
+    match outcome {
+        Outcome::Succeeded => Receipt::default(),
+        Outcome::Delivered { receipt } => receipt.clone(),
+        other => error_of(other)
+            .map(|error| Receipt {
+                http_status: error.http_status,
+                response: error.response.clone(),
+            })
+            .unwrap_or_default(),
     }
 }
 
@@ -228,27 +244,29 @@ fn error_of(outcome: &Outcome) -> Option<&StepError> {
 /// that follows the end of an attempt, in the same transaction.
 fn after_attempt(
     conn: &Connection,
-    step_id: i64,
     ending: &Ending,
     outcome_word: &str,
     state: StepState,
     error: Option<&StepError>,
+    answer: &Receipt,
     now: Millis,
 ) -> Result<bool> {
     let mut log = conn.prepare_cached(
-        "INSERT INTO attempts (job_id, step_id, attempt, started_at, ended_at, outcome, error_kind, http_status, error)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO attempts (job_id, step_id, attempt, started_at, ended_at, outcome, error_kind, http_status,
+                               error, response)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?;
     log.execute(params![
         ending.job_id,
-        step_id,
+        ending.step_id,
         ending.attempt,
         ending.started_at,
         now,
         outcome_word,
         error.map(|e| e.kind.as_str()),
-        error.and_then(|e| e.http_status),
+        answer.http_status,
         error.map(|e| e.message.as_str()),
+        answer.response,
     ])?;
     if matches!(state, StepState::Failed | StepState::Dead) {
         let error = error.ok_or_else(|| Error::Database("a failed step needs an error".into()))?;
@@ -259,7 +277,7 @@ fn after_attempt(
         )?;
         dead.execute(params![
             ending.job_id,
-            step_id,
+            ending.step_id,
             ending.name,
             state.as_str(),
             ending.attempt,
@@ -331,6 +349,7 @@ pub fn rescue(conn: &Connection, now: Millis, all: bool) -> Result<u64> {
             Ok((
                 row.get::<_, i64>(0)?,
                 Ending {
+                    step_id: row.get(0)?,
                     job_id: row.get(1)?,
                     kind: rows::step_kind(row, 2)?,
                     name: row.get(3)?,
@@ -376,11 +395,11 @@ pub fn rescue(conn: &Connection, now: Millis, all: bool) -> Result<u64> {
         }
         after_attempt(
             conn,
-            step_id,
             &ending,
             "lease_expired",
             state,
             Some(&error),
+            &Receipt::default(),
             now,
         )?;
         rescued += 1;
@@ -394,6 +413,8 @@ pub enum Requeue<'a> {
     Unfinished,
     /// These steps, if they are failed, dead or cancelled.
     Steps(&'a [i64]),
+    /// Every finished deliver step, succeeded ones included: send the result again.
+    Deliveries,
 }
 
 /// Puts failed, dead or cancelled steps back in the queue with a fresh budget. When a collect
@@ -415,21 +436,22 @@ pub fn requeue(
     let chosen: Vec<_> = steps
         .iter()
         .map(|(step, _)| step)
-        .filter(|step| {
-            matches!(
+        .filter(|step| match &which {
+            Requeue::Deliveries => step.kind == StepKind::Deliver && step.state.is_terminal(),
+            _ => matches!(
                 step.state,
                 StepState::Failed | StepState::Dead | StepState::Cancelled
-            )
+            ),
         })
         .filter(|step| match &which {
-            Requeue::Unfinished => true,
+            Requeue::Unfinished | Requeue::Deliveries => true,
             Requeue::Steps(ids) => ids.contains(&step.id),
         })
         .collect();
     let collect_requeued = chosen.iter().any(|step| step.kind == StepKind::Collect);
     let mut update = conn.prepare_cached(
         "UPDATE steps SET state = ?2, run_at = ?3, max_attempts = attempt + ?4, budget_ms = ?5,
-                deadline_at = ?6, updated_at = ?7, finished_at = NULL
+                deadline_at = ?6, updated_at = ?7, finished_at = NULL, round_start = attempt, deferrals = 0
          WHERE id = ?1",
     )?;
     let mut count = 0;
@@ -454,7 +476,7 @@ pub fn requeue(
     if collect_requeued {
         let mut wait = conn.prepare_cached(
             "UPDATE steps SET state = 'waiting', run_at = NULL, max_attempts = attempt + ?2, budget_ms = ?3,
-                    updated_at = ?4, finished_at = NULL
+                    updated_at = ?4, finished_at = NULL, round_start = attempt, deferrals = 0
              WHERE job_id = ?1 AND kind = 'deliver' AND state != 'running'",
         )?;
         wait.execute(params![job, budget.max_attempts, budget.budget_ms, now])?;

@@ -316,3 +316,57 @@ pub async fn eventually(timeout: Duration, what: &str, mut condition: impl FnMut
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Asserts a problem+json answer with `status` and a non-empty `detail`; returns the document.
+#[track_caller]
+pub fn assert_problem(answer: &Answer, status: u16) -> Value {
+    assert_eq!(answer.status.as_u16(), status, "status of {}", answer.text);
+    assert_eq!(
+        answer.header("content-type"),
+        Some("application/problem+json"),
+        "content type of {}",
+        answer.text
+    );
+    let problem = answer.json();
+    assert_eq!(problem["status"], status, "{problem}");
+    assert!(
+        problem["type"]
+            .as_str()
+            .is_some_and(|kind| kind.starts_with("urn:gleaner:problem:")),
+        "{problem}"
+    );
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|detail| !detail.trim().is_empty()),
+        "detail in {problem}"
+    );
+    problem
+}
+
+/// The `detail` of a problem document.
+pub fn detail(problem: &Value) -> String {
+    problem["detail"].as_str().unwrap_or_default().to_owned()
+}
+
+/// POSTs `body` as is, with `content_type` and the token.
+pub async fn post_raw(
+    app: &TestApp,
+    path: &str,
+    content_type: &str,
+    body: impl Into<String>,
+) -> Answer {
+    app.send(
+        app.request(Method::POST, path)
+            .header("content-type", content_type)
+            .body(body.into()),
+    )
+    .await
+}
+
+/// How many jobs `GET /v1/jobs` lists.
+pub async fn job_count(app: &TestApp) -> usize {
+    let answer = app.get("/v1/jobs").await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    answer.json()["jobs"].as_array().expect("jobs").len()
+}

@@ -1,0 +1,16 @@
+//! Compatibility routes: each seed system's HTTP contract, one file per seed, translated into
+//! native jobs.
+//!
+//! Invariant: a compatibility route only translates; it creates jobs through the same shared
+//! path as `/v1/jobs` and answers errors through `ApiError`, so it never accepts what the native
+//! API would refuse.
+
+mod datahog;
+
+use utoipa_axum::router::OpenApiRouter;
+
+use super::AppState;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().merge(datahog::routes())
+}
