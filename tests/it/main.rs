@@ -2,6 +2,7 @@
 //! scriptable mock upstream.
 
 mod api;
+mod callbacks;
 mod config;
 mod crash;
 mod datahog;
