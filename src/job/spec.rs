@@ -108,6 +108,8 @@ pub enum SpecError {
     Retry(&'static str),
     #[error("sources[{index}].name must be 1 to 100 characters")]
     SourceName { index: usize },
+    #[error("sources[{index}] repeats sources[{first}] (same connector and settings)")]
+    DuplicateSource { index: usize, first: usize },
 }
 
 /// Everything `plan` checks against.
@@ -144,6 +146,12 @@ impl JobSpec {
                 .is_some_and(|name| name.is_empty() || name.chars().count() > 100)
             {
                 return Err(SpecError::SourceName { index });
+            }
+            // The same collection twice would deliver its records twice.
+            if let Some(first) = self.sources[..index].iter().position(|earlier| {
+                earlier.connector == source.connector && earlier.settings == source.settings
+            }) {
+                return Err(SpecError::DuplicateSource { index, first });
             }
         }
         ProcessorChain::compile(&self.processors)

@@ -200,6 +200,14 @@ async fn native_jobs_refuse_the_same_bad_inputs() {
     let with_id = |id: Value| with_sources(json!([source(json!({ "id": id }))]));
     let mut cases = vec![
         (with_sources(json!([])), 422, "source"),
+        (
+            with_sources(json!([
+                source(json!({"id": "gas"})),
+                source(json!({"id": "gas"}))
+            ])),
+            422,
+            "sources[1] repeats sources[0]",
+        ),
         (with_id(json!("water")), 422, "sources[0]"),
         (with_id(json!("GAS")), 422, "sources[0]"),
         (with_id(json!("__proto__")), 422, "sources[0]"),
