@@ -59,6 +59,47 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Free disk space below which `/readyz` reports not ready, in bytes.
     pub min_free_disk: u64,
+    /// Compatibility routes that seed clients, which send no token, may call.
+    pub open_routes: OpenRoutes,
+}
+
+/// Routes let through without a token, for existing clients of a replaced system: only the
+/// listed paths (compatibility routes), only from the listed networks. Empty by default.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpenRoutes {
+    /// Exact paths, e.g. `["/webhook"]`; only compatibility routes may be named.
+    pub paths: Vec<String>,
+    /// Client networks they are open to (default loopback only).
+    #[serde(with = "crate::net::allow_list")]
+    pub from: Vec<ipnet::IpNet>,
+}
+
+impl Default for OpenRoutes {
+    fn default() -> Self {
+        Self {
+            paths: Vec::new(),
+            from: vec![
+                ipnet::IpNet::from(std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST)),
+                ipnet::IpNet::from(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
+            ],
+        }
+    }
+}
+
+impl OpenRoutes {
+    /// Whether a request for `path` from `peer` may skip the token.
+    pub fn admits(&self, path: &str, peer: Option<std::net::IpAddr>) -> bool {
+        let Some(peer) = peer else { return false };
+        let peer = match peer {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        self.paths.iter().any(|open| open == path)
+            && self.from.iter().any(|net| net.contains(&peer))
+    }
 }
 
 impl Default for ServerConfig {
@@ -69,6 +110,7 @@ impl Default for ServerConfig {
             json_max_depth: 64,
             request_timeout: Duration::from_secs(30),
             min_free_disk: 256 * 1024 * 1024,
+            open_routes: OpenRoutes::default(),
         }
     }
 }
@@ -164,6 +206,14 @@ impl Config {
             ));
         }
         engine.breaker.validate().map_err(Error::Invalid)?;
+        for path in &self.server.open_routes.paths {
+            if !crate::api::COMPAT_ROUTES.contains(&path.as_str()) {
+                return Err(Error::Invalid(format!(
+                    "server.open_routes.paths: {path:?} is not a compatibility route (known: {})",
+                    crate::api::COMPAT_ROUTES.join(", ")
+                )));
+            }
+        }
         self.sinks.callback.validate().map_err(Error::Invalid)?;
         if engine.max_attempts == 0 {
             return Err(Error::Invalid(
@@ -358,6 +408,33 @@ mod tests {
             let error = load_toml(&format!("[datahog]\n{toml}\n")).expect_err(toml);
             assert!(error.to_string().contains(named), "{toml}: {error}");
         }
+    }
+
+    #[test]
+    fn open_routes_are_compat_paths_from_listed_networks() {
+        let open = OpenRoutes {
+            paths: vec!["/webhook".into()],
+            ..OpenRoutes::default()
+        };
+        let loopback = Some("127.0.0.1".parse().expect("ip"));
+        assert!(open.admits("/webhook", loopback));
+        assert!(open.admits("/webhook", Some("::ffff:127.0.0.1".parse().expect("ip"))));
+        assert!(!open.admits("/webhook", Some("10.1.2.3".parse().expect("ip"))));
+        assert!(!open.admits("/webhook", None), "no peer address: closed");
+        assert!(!open.admits("/v1/jobs", loopback));
+        assert!(
+            !OpenRoutes::default().admits("/webhook", loopback),
+            "off by default"
+        );
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("gleaner.toml");
+        std::fs::write(&file, "[server.open_routes]\npaths = [\"/v1/jobs\"]\n").expect("write");
+        let error = Config::load(Some(&file), &Overrides::default()).expect_err("refused");
+        assert!(
+            error.to_string().contains("not a compatibility route"),
+            "{error}"
+        );
     }
 
     #[test]

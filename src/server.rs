@@ -188,6 +188,17 @@ impl App {
         api::router(self.state.clone())
     }
 
+    /// The router as a service that knows each client's address (for `[server.open_routes]`).
+    pub fn service(
+        &self,
+    ) -> axum::extract::connect_info::IntoMakeServiceWithConnectInfo<
+        axum::Router,
+        std::net::SocketAddr,
+    > {
+        self.router()
+            .into_make_service_with_connect_info::<std::net::SocketAddr>()
+    }
+
     /// Starts the workers and the upkeep loops; they stop when `shutdown` is cancelled.
     pub async fn start_engine(
         &self,
@@ -212,9 +223,9 @@ impl App {
         shutdown: CancellationToken,
     ) -> Result<(), Error> {
         let engine = self.start_engine(&shutdown).await?;
-        let router = self.router();
+        let service = self.service();
         let stop = shutdown.clone();
-        let served = axum::serve(listener, router)
+        let served = axum::serve(listener, service)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await
             .map_err(Error::Serve);

@@ -1,7 +1,8 @@
 //! Bearer-token authentication. Tokens are random, shown once, and stored only as SHA-256
 //! hashes; a token's hash is cached in memory after its first successful lookup.
 //!
-//! Invariant: every route except the ones `is_public` names needs a valid token.
+//! Invariant: every route except the ones `is_public` names needs a valid token, unless the
+//! operator opened a compatibility route to some client networks (`[server.open_routes]`).
 
 use std::collections::HashSet;
 use std::sync::RwLock;
@@ -89,6 +90,18 @@ pub async fn require_token(
     next: Next,
 ) -> Result<Response, ApiError> {
     if is_public(request.uri().path()) {
+        return Ok(next.run(request).await);
+    }
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip());
+    if state
+        .inner
+        .server
+        .open_routes
+        .admits(request.uri().path(), peer)
+    {
         return Ok(next.run(request).await);
     }
     let header = request

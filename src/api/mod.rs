@@ -6,6 +6,8 @@
 
 pub mod auth;
 mod compat;
+
+pub use compat::PATHS as COMPAT_ROUTES;
 mod connectors;
 mod dead_letters;
 mod endpoints;

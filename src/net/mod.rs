@@ -61,7 +61,7 @@ impl Default for NetConfig {
 
 /// (De)serialises the allow-list as strings, accepting both CIDR (`"10.0.0.0/8"`) and bare
 /// addresses (`"127.0.0.1"`, meaning `/32` or `/128`), so configuration stays readable.
-mod allow_list {
+pub mod allow_list {
     use std::net::IpAddr;
 
     use ipnet::IpNet;

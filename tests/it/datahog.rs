@@ -402,3 +402,49 @@ async fn run_datahog_provider_prints_the_bills_as_ndjson() {
     assert!(stderr.contains("GAS"), "{stderr}");
     assert_eq!(providers.count("/providers/gas"), 1, "GAS is never fetched");
 }
+
+/// Seed clients send no token: an operator may open `/webhook` to some networks, and only it.
+#[tokio::test]
+async fn open_routes_admit_seed_clients_without_a_token_only_where_configured() {
+    let open = TestApp::builder()
+        .without_engine()
+        .config(|config| config.server.open_routes.paths = vec!["/webhook".into()])
+        .start()
+        .await;
+    let anonymous = crate::support::harness::client();
+    let body = json!({"provider": ["gas"], "callbackUrl": CALLBACK});
+    let answer = anonymous
+        .post(open.url("/webhook"))
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(answer.status(), StatusCode::ACCEPTED);
+    for (method, path) in [(Method::POST, "/v1/jobs"), (Method::GET, "/v1/jobs")] {
+        let answer = anonymous
+            .request(method, open.url(path))
+            .json(&json!({}))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(answer.status(), StatusCode::UNAUTHORIZED, "{path}");
+    }
+
+    // Open to another network only: loopback clients still need the token.
+    let elsewhere = TestApp::builder()
+        .without_engine()
+        .config(|config| {
+            config.server.open_routes.paths = vec!["/webhook".into()];
+            config.server.open_routes.from = vec!["10.0.0.0/8".parse().expect("net")];
+        })
+        .start()
+        .await;
+    let answer = anonymous
+        .post(elsewhere.url("/webhook"))
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(job_count(&elsewhere).await, 0);
+}

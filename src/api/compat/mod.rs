@@ -11,6 +11,9 @@ use utoipa_axum::router::OpenApiRouter;
 
 use super::AppState;
 
+/// Every compatibility path, for `[server.open_routes]` to choose from.
+pub const PATHS: &[&str] = &["/webhook"];
+
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().merge(datahog::routes())
 }

@@ -90,7 +90,7 @@ impl Builder {
             .await
             .expect("bind app");
         let addr = listener.local_addr().expect("app addr");
-        let router = app.router();
+        let router = app.service();
         let stop = shutdown.clone();
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, router)
