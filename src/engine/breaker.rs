@@ -5,7 +5,9 @@
 //! known and the share of retryable failures reaches `failure_ratio`, it opens: steps for that
 //! key are deferred (no attempt used up) until `cooldown` has passed. Then one probe goes
 //! through (half-open): success closes the breaker, failure opens it again for twice as long,
-//! up to `max_cooldown`.
+//! up to `max_cooldown`. A failed probe is a deferral of its step too, not a used attempt: it
+//! was made for every waiting step, and charging it to one (the same one each time, as it is
+//! due first again) exhausted that step's attempts in a long outage while the others waited.
 //!
 //! Breakers live in memory per process: they protect upstreams and attempt budgets, and a
 //! restart that forgets them costs one probe's worth of failures.
@@ -106,6 +108,9 @@ pub struct BreakerView {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
     Proceed,
+    /// The breaker was open and its cooldown is over: this call is the half-open probe, made
+    /// on behalf of every step waiting on the breaker.
+    Probe,
     /// The breaker is open (or a probe is out): try again at `until`.
     Wait {
         until: Millis,
@@ -158,13 +163,13 @@ impl Breakers {
             Phase::Open { until } if now < until => Admission::Wait { until },
             Phase::Open { .. } => {
                 breaker.phase = Phase::HalfOpen { probe_since: now };
-                Admission::Proceed
+                Admission::Probe
             }
             Phase::HalfOpen { probe_since } => {
                 let expires = probe_since.saturating_add(millis(self.config.probe_timeout));
                 if now >= expires {
                     breaker.phase = Phase::HalfOpen { probe_since: now };
-                    Admission::Proceed
+                    Admission::Probe
                 } else {
                     // The probe's answer decides; look again shortly.
                     Admission::Wait {
@@ -298,7 +303,7 @@ mod tests {
         for _ in 0..4 {
             b.record("k", true, 0);
         }
-        assert_eq!(b.admit("k", 10_000), Admission::Proceed, "the probe");
+        assert_eq!(b.admit("k", 10_000), Admission::Probe, "the probe");
         assert_eq!(b.view("k").state, BreakerState::HalfOpen);
         assert!(matches!(b.admit("k", 10_001), Admission::Wait { .. }));
         b.record("k", false, 10_002);
@@ -312,10 +317,10 @@ mod tests {
         for _ in 0..4 {
             b.record("k", true, 0);
         }
-        assert_eq!(b.admit("k", 10_000), Admission::Proceed);
+        assert_eq!(b.admit("k", 10_000), Admission::Probe);
         b.record("k", true, 10_000);
         assert_eq!(b.view("k").retry_at, Some(30_000), "20 s");
-        assert_eq!(b.admit("k", 30_000), Admission::Proceed);
+        assert_eq!(b.admit("k", 30_000), Admission::Probe);
         b.record("k", true, 30_000);
         assert_eq!(b.view("k").retry_at, Some(55_000), "capped at 25 s");
     }
@@ -326,9 +331,9 @@ mod tests {
         for _ in 0..4 {
             b.record("k", true, 0);
         }
-        assert_eq!(b.admit("k", 10_000), Admission::Proceed);
+        assert_eq!(b.admit("k", 10_000), Admission::Probe);
         assert!(matches!(b.admit("k", 14_999), Admission::Wait { .. }));
-        assert_eq!(b.admit("k", 15_000), Admission::Proceed);
+        assert_eq!(b.admit("k", 15_000), Admission::Probe);
     }
 
     #[test]

@@ -188,6 +188,8 @@ pub async fn run_step(context: &EngineContext, claimed: Claimed) {
         kind,
         &claimed.step.config,
     );
+    // Whether this attempt's first call is its breaker's half-open probe.
+    let mut probe = false;
     let attempt = async {
         let heartbeat = heartbeat(context, &claimed);
         tokio::pin!(heartbeat);
@@ -206,10 +208,12 @@ pub async fn run_step(context: &EngineContext, claimed: Claimed) {
                 };
                 return Err(Ok(failure));
             }
-            if let Some(key) = &breaker
-                && let Admission::Wait { until } = context.breakers.admit(key, now)
-            {
-                return Ok(Err((key.clone(), until)));
+            if let Some(key) = &breaker {
+                match context.breakers.admit(key, now) {
+                    Admission::Wait { until } => return Ok(Err((key.clone(), until))),
+                    Admission::Probe => probe = true,
+                    Admission::Proceed => {}
+                }
             }
             let breaker = breaker.as_deref();
             match kind {
@@ -238,7 +242,13 @@ pub async fn run_step(context: &EngineContext, claimed: Claimed) {
             if failure.error.kind == "gone" {
                 disable_endpoint(context, &claimed, &failure.error, now).await;
             }
-            (schedule(context, &claimed, failure, now), None)
+            let reopened = probe
+                .then(|| failed_probe(context, &claimed, breaker.as_deref(), &failure))
+                .flatten();
+            match reopened {
+                Some(deferred) => (deferred, None),
+                None => (schedule(context, &claimed, failure, now), None),
+            }
         }
         Err(Err(Stop::Fenced)) => {
             context
@@ -299,6 +309,34 @@ fn deferral(claimed: &Claimed, key: &str, until: i64) -> Outcome {
             response: None,
         },
     }
+}
+
+/// A half-open probe that failed and reopened its breaker. The probe was made for every step
+/// waiting on the breaker, so its step is deferred like them (no attempt used up) and runs again
+/// when the breaker lets the next probe through; the probe's answer stays in the attempt log.
+/// Counting it as an attempt charged one step, due first again each time, with every probe of
+/// a long outage, until it died out of attempts while the others waited within their budget.
+fn failed_probe(
+    context: &EngineContext,
+    claimed: &Claimed,
+    key: Option<&str>,
+    failure: &Failure,
+) -> Option<Outcome> {
+    let key = key?;
+    if !failure.upstream || !matches!(failure.retry, Retryability::Retry { .. }) {
+        return None;
+    }
+    let until = context.breakers.view(key).retry_at?;
+    let mut error = failure.error.clone();
+    error.message = format!(
+        "half-open probe of {key} failed; circuit breaker open until {}: {}",
+        crate::clock::rfc3339(until),
+        error.message
+    );
+    Some(Outcome::Deferred {
+        at: until.min(claimed.step.deadline_at.saturating_add(1)),
+        error,
+    })
 }
 
 /// A `410 Gone` from a receiver disables its endpoint for every job.

@@ -8,5 +8,6 @@ mod crash;
 mod datahog;
 mod datahog_support;
 mod engine;
+mod outages;
 mod ssrf;
 mod support;
