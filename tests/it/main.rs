@@ -2,6 +2,7 @@
 //! scriptable mock upstream.
 
 mod api;
+mod callback_crash;
 mod callbacks;
 mod config;
 mod crash;
