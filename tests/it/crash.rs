@@ -39,7 +39,7 @@ const ENGINE_ENV: &[(&str, &str)] = &[
 ];
 
 fn seed() -> u64 {
-    std::env::var("GLEANER_CRASH_SEED")
+    std::env::var("CRASH_SEED")
         .ok()
         .and_then(|text| text.parse().ok())
         .unwrap_or(0x6c65_616e_6572)
