@@ -347,7 +347,7 @@ impl Server {
             .await
             .expect("build app");
         let connectors = ConnectorRegistry::builtin(&config.datahog);
-        let sinks = SinkRegistry::builtin(&config.sinks.callback);
+        let sinks = SinkRegistry::builtin(&config.sinks);
         let catalog = Catalog {
             connectors: &connectors,
             sinks: &sinks,

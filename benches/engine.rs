@@ -731,7 +731,7 @@ async fn pickup(table: &mut Table, total: usize, gap: Duration) {
 async fn pre_insert(server: &Server, total: usize) -> Duration {
     let files_root = server.config.files_root();
     let connectors = ConnectorRegistry::builtin(&server.config.datahog);
-    let sinks = SinkRegistry::builtin(&server.config.sinks.callback);
+    let sinks = SinkRegistry::builtin(&server.config.sinks);
     let catalog = Catalog {
         connectors: &connectors,
         sinks: &sinks,

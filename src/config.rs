@@ -133,6 +133,8 @@ pub struct SinksConfig {
     pub files_root: Option<PathBuf>,
     /// Signed callbacks (`[sinks.callback]`).
     pub callback: crate::sinks::CallbackConfig,
+    /// Databox push and dataset APIs (`[sinks.databox]`).
+    pub databox: crate::sinks::DataboxConfig,
 }
 
 /// Why the configuration could not be loaded.
@@ -215,6 +217,7 @@ impl Config {
             }
         }
         self.sinks.callback.validate().map_err(Error::Invalid)?;
+        self.sinks.databox.validate().map_err(Error::Invalid)?;
         if engine.max_attempts == 0 {
             return Err(Error::Invalid(
                 "engine.max_attempts must be at least 1".into(),
@@ -306,6 +309,23 @@ pub mod duration {
             Raw::Seconds(seconds) => Ok(Duration::from_secs(seconds)),
             Raw::Text(text) => parse(&text).map_err(serde::de::Error::custom),
         }
+    }
+}
+
+/// Base URLs in config, read from text and checked to be absolute http(s) once, at load.
+pub mod http_url {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+    use url::Url;
+
+    use crate::connectors::http::urls::parse_http_url;
+
+    pub fn serialize<S: Serializer>(url: &Url, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(url.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Url, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        parse_http_url(&raw).map_err(D::Error::custom)
     }
 }
 
@@ -406,6 +426,37 @@ mod tests {
             ("base_url = \"bills.example\"", "base_url"),
         ] {
             let error = load_toml(&format!("[datahog]\n{toml}\n")).expect_err(toml);
+            assert!(error.to_string().contains(named), "{toml}: {error}");
+        }
+    }
+
+    #[test]
+    fn databox_section_is_read_and_validated() {
+        let defaults = load_toml("").expect("load");
+        assert_eq!(
+            defaults.sinks.databox.base_url.as_str(),
+            "https://push.databox.com/"
+        );
+        assert_eq!(
+            defaults.sinks.databox.dataset_base_url.as_str(),
+            "https://api.databox.com/"
+        );
+        let config = load_toml(
+            "[sinks.databox]\nbase_url = \"http://10.1.2.3:8000/push\"\ntoken = \"t0k\"\ntimeout = \"5s\"\n",
+        )
+        .expect("load");
+        let databox = &config.sinks.databox;
+        assert_eq!(databox.base_url.as_str(), "http://10.1.2.3:8000/push");
+        assert_eq!(databox.token.as_deref(), Some("t0k"));
+        assert_eq!(databox.timeout, Duration::from_secs(5));
+        for (toml, named) in [
+            ("base_url = \"push.databox.com\"", "base_url"),
+            ("dataset_base_url = \"ftp://x\"", "ftp"),
+            ("timeout = \"0s\"", "sinks.databox.timeout"),
+            ("token = \"\"", "sinks.databox.token"),
+            ("push_token = \"x\"", "push_token"),
+        ] {
+            let error = load_toml(&format!("[sinks.databox]\n{toml}\n")).expect_err(toml);
             assert!(error.to_string().contains(named), "{toml}: {error}");
         }
     }

@@ -134,7 +134,7 @@ impl App {
             .unwrap_or_else(|| ConnectorRegistry::builtin(&config.datahog));
         let sinks = parts
             .sinks
-            .unwrap_or_else(|| SinkRegistry::builtin(&config.sinks.callback));
+            .unwrap_or_else(|| SinkRegistry::builtin(&config.sinks));
         let files_root = config.files_root();
         let telemetry = Telemetry::new();
         let breakers = Breakers::new(config.engine.breaker.clone());

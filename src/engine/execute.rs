@@ -124,16 +124,23 @@ fn connector_failure(error: &crate::connectors::Error) -> Failure {
     )
 }
 
-fn sink_failure(error: &crate::sinks::Error) -> Failure {
+/// The machine word for a sink error, as the attempt log shows it.
+fn sink_kind(error: &crate::sinks::Error) -> &'static str {
     use crate::sinks::Error as E;
-    let kind = match error {
+    match error {
         E::Settings(_) => "settings",
         E::Upstream(upstream) | E::Refused(upstream) => classify(upstream),
         E::Gone(_) => "gone",
         E::Io(_) => "io",
-    };
+        E::Records(_) => "records",
+        E::Unconfirmed { .. } => "unconfirmed",
+        E::Part { error, .. } => sink_kind(error),
+    }
+}
+
+fn sink_failure(error: &crate::sinks::Error) -> Failure {
     failure(
-        kind,
+        sink_kind(error),
         error.retryability(),
         error.upstream().is_some(),
         error.to_string(),

@@ -164,6 +164,16 @@ pub struct Receipt {
     pub response: Option<String>,
 }
 
+impl Receipt {
+    /// What an HTTP answer leaves in the attempt log: its status and first KiB.
+    pub fn from_response(response: &crate::net::CappedResponse) -> Self {
+        Self {
+            http_status: Some(response.status),
+            response: response.excerpt(),
+        }
+    }
+}
+
 /// How an attempt ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {

@@ -54,6 +54,11 @@ impl CappedResponse {
         })
     }
 
+    /// The beginning of the body as text, as attempt logs keep it; `None` for an empty body.
+    pub fn excerpt(&self) -> Option<String> {
+        (!self.body.is_empty()).then(|| body_excerpt(&self.body))
+    }
+
     /// Passes 2xx responses through and turns any other status into
     /// [`UpstreamError::Status`] with a body excerpt and the upstream's `Retry-After`.
     pub fn error_for_status(self) -> Result<Self, UpstreamError> {

@@ -30,8 +30,6 @@ pub const MAX_URL_LEN: usize = 2048;
 const SECRET_PREFIX: &str = "whsec_";
 /// Bytes of a generated signing key.
 const GENERATED_KEY_BYTES: usize = 32;
-/// How much of the receiver's answer the attempt log keeps.
-const EXCERPT_BYTES: usize = 1024;
 
 /// Operator settings of callbacks (`[sinks.callback]`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -219,14 +217,6 @@ pub fn body(delivery: &Delivery, sent_at: i64) -> Value {
     })
 }
 
-fn excerpt(body: &[u8]) -> Option<String> {
-    if body.is_empty() {
-        return None;
-    }
-    let end = body.len().min(EXCERPT_BYTES);
-    Some(String::from_utf8_lossy(&body[..end]).into_owned())
-}
-
 #[async_trait]
 impl Sink for CallbackSink {
     fn kind(&self) -> &'static str {
@@ -316,10 +306,7 @@ impl Sink for CallbackSink {
             .header("webhook-signature", signature)
             .body(payload);
         let response = ctx.http.send(request).await?;
-        let receipt = Receipt {
-            http_status: Some(response.status),
-            response: excerpt(&response.body),
-        };
+        let receipt = Receipt::from_response(&response);
         match response.error_for_status() {
             Ok(_) => Ok(receipt),
             Err(error @ UpstreamError::Status { status: 410, .. }) => Err(Error::Gone(error)),

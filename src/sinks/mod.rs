@@ -4,6 +4,7 @@
 //! Invariant: a sink never reads or writes the store; the engine hands it a `Delivery`.
 
 pub mod callback;
+pub mod databox;
 mod file;
 mod registry;
 
@@ -21,6 +22,7 @@ use crate::job::{JobStatus, Receipt, StepState};
 use crate::net::{AddressGuard, HttpClientFactory, Retryability, UpstreamError};
 
 pub use callback::{CallbackConfig, CallbackSink};
+pub use databox::{DataboxConfig, DataboxSink};
 pub use file::{FileSink, StdoutSink};
 pub use registry::SinkRegistry;
 
@@ -79,6 +81,27 @@ pub enum Error {
     /// The receiver answered `410 Gone`: the endpoint is disabled, nothing more is sent to it.
     #[error("receiver answered 410 Gone; the endpoint is disabled")]
     Gone(UpstreamError),
+    /// Records the sink cannot send as they are (a Databox record without a numeric `value`):
+    /// not retried, the same records would be refused again.
+    #[error("records cannot be sent: {0}")]
+    Records(String),
+    /// The receiver answered 2xx without confirming the delivery (Databox's `status` word):
+    /// not retried, since it took the request and said no; its answer is kept.
+    #[error("receiver did not confirm the delivery: {reason}")]
+    Unconfirmed {
+        reason: String,
+        http_status: u16,
+        response: String,
+    },
+    /// One request of a delivery sent as several failed; the ones before it were accepted.
+    /// Retryability and the answer are those of `error`.
+    #[error("request {number} of {total} ({records} records) failed: {error}")]
+    Part {
+        number: usize,
+        total: usize,
+        records: usize,
+        error: Box<Error>,
+    },
 }
 
 impl Error {
@@ -92,7 +115,10 @@ impl Error {
                 other => other.retryability(),
             },
             Error::Io(_) => Retryability::Retry { after: None },
-            Error::Settings(_) | Error::Gone(_) => Retryability::Permanent,
+            Error::Part { error, .. } => error.retryability(),
+            Error::Settings(_) | Error::Gone(_) | Error::Records(_) | Error::Unconfirmed { .. } => {
+                Retryability::Permanent
+            }
         }
     }
 
@@ -100,16 +126,27 @@ impl Error {
     pub fn upstream(&self) -> Option<&UpstreamError> {
         match self {
             Error::Upstream(error) | Error::Refused(error) | Error::Gone(error) => Some(error),
-            Error::Settings(_) | Error::Io(_) => None,
+            Error::Part { error, .. } => error.upstream(),
+            Error::Settings(_) | Error::Io(_) | Error::Records(_) | Error::Unconfirmed { .. } => {
+                None
+            }
         }
     }
 
     pub fn http_status(&self) -> Option<u16> {
-        self.upstream().and_then(UpstreamError::http_status)
+        match self {
+            Error::Unconfirmed { http_status, .. } => Some(*http_status),
+            Error::Part { error, .. } => error.http_status(),
+            other => other.upstream().and_then(UpstreamError::http_status),
+        }
     }
 
     pub fn response_excerpt(&self) -> Option<&str> {
-        self.upstream().and_then(UpstreamError::response_excerpt)
+        match self {
+            Error::Unconfirmed { response, .. } => Some(response),
+            Error::Part { error, .. } => error.response_excerpt(),
+            other => other.upstream().and_then(UpstreamError::response_excerpt),
+        }
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::{SharedSink, SinkValidation};
+use crate::config::SinksConfig;
 use crate::connectors::registry::ValidationError;
 use crate::connectors::schema::SettingsSchema;
 
@@ -22,12 +23,13 @@ pub struct SinkRegistry {
 }
 
 impl SinkRegistry {
-    /// The built-in sinks, with the operator's callback settings.
-    pub fn builtin(callback: &super::CallbackConfig) -> Self {
+    /// The built-in sinks, with the operator's settings of each.
+    pub fn builtin(config: &SinksConfig) -> Self {
         Self::with(vec![
             Arc::new(super::FileSink) as SharedSink,
             Arc::new(super::StdoutSink),
-            Arc::new(super::CallbackSink::new(callback.clone())),
+            Arc::new(super::CallbackSink::new(config.callback.clone())),
+            Arc::new(super::DataboxSink::new(config.databox.clone())),
         ])
     }
 

@@ -6,6 +6,7 @@ mod callback_crash;
 mod callbacks;
 mod config;
 mod crash;
+mod databox;
 mod datahog;
 mod datahog_support;
 mod engine;

@@ -15,7 +15,7 @@ const MAX_ID_CHARS: usize = 128;
 #[serde(default, deny_unknown_fields)]
 pub struct DatahogConfig {
     /// The API root; a provider is fetched from `{base_url}/providers/{id}`.
-    #[serde(with = "http_url")]
+    #[serde(with = "crate::config::http_url")]
     pub base_url: Url,
     /// The provider ids jobs may name, compared case-sensitively.
     pub providers: Vec<String>,
@@ -103,23 +103,6 @@ impl DatahogConfig {
 #[serde(deny_unknown_fields)]
 pub struct ProviderSettings {
     pub id: String,
-}
-
-/// The base URL read from text and checked to be absolute http(s) once, at load.
-mod http_url {
-    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
-    use url::Url;
-
-    use crate::connectors::http::urls::parse_http_url;
-
-    pub fn serialize<S: Serializer>(url: &Url, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(url.as_str())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Url, D::Error> {
-        let raw = String::deserialize(deserializer)?;
-        parse_http_url(&raw).map_err(D::Error::custom)
-    }
 }
 
 #[cfg(test)]

@@ -20,7 +20,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
+
+use super::served::Served;
 
 /// The shape of the source and how often it fails.
 #[derive(Debug, Clone, Copy)]
@@ -62,7 +63,7 @@ struct Inner {
 pub struct FlakySource {
     pub addr: SocketAddr,
     inner: Arc<Inner>,
-    server: JoinHandle<()>,
+    _server: Served,
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,17 +81,11 @@ impl FlakySource {
         let router = Router::new()
             .route("/src/{key}", get(page))
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind flaky source");
-        let addr = listener.local_addr().expect("flaky source addr");
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
+        let server = Served::start(router, "flaky source").await;
         Self {
-            addr,
+            addr: server.addr,
             inner,
-            server,
+            _server: server,
         }
     }
 
@@ -113,12 +108,6 @@ impl FlakySource {
         (0..config.pages)
             .flat_map(|page| (0..config.per_page).map(move |i| record(key, page, i)))
             .collect()
-    }
-}
-
-impl Drop for FlakySource {
-    fn drop(&mut self) {
-        self.server.abort();
     }
 }
 

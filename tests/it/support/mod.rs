@@ -1,5 +1,6 @@
 //! Shared helpers of the black-box tests: the mock upstream and the app harness.
 
+pub mod databox;
 pub mod flaky_source;
 pub mod harness;
 pub mod mock;
@@ -7,6 +8,7 @@ pub mod outage;
 pub mod process;
 pub mod providers;
 pub mod receiver;
+pub mod served;
 pub mod severable;
 
 pub use harness::{TestApp, eventually};

@@ -19,9 +19,9 @@ use axum::routing::get;
 use gleaner::clock::Millis;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tokio::task::JoinHandle;
 
 use super::outage::{Outage, TimeSource, wall_clock};
+use super::served::Served;
 
 /// The seed's `gas` body, byte for byte (`30.00` in its file is `30` on the wire).
 pub const GAS: &str = r#"[{"billedOn":"2020-04-07T15:03:14.257Z","amount":22.27},{"billedOn":"2020-05-07T15:03:14.257Z","amount":30}]"#;
@@ -190,13 +190,7 @@ impl Inner {
 pub struct MockProviders {
     pub addr: SocketAddr,
     inner: Arc<Inner>,
-    server: JoinHandle<()>,
-}
-
-impl Drop for MockProviders {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
+    _server: Served,
 }
 
 impl MockProviders {
@@ -225,17 +219,11 @@ impl MockProviders {
             .route("/providers/{id}/", get(provider))
             .fallback(cannot)
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind mock providers");
-        let addr = listener.local_addr().expect("mock providers addr");
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
+        let server = Served::start(router, "mock providers").await;
         Self {
-            addr,
+            addr: server.addr,
             inner,
-            server,
+            _server: server,
         }
     }
 
