@@ -346,7 +346,7 @@ impl Server {
         let app = App::build(&config, Parts::default())
             .await
             .expect("build app");
-        let connectors = ConnectorRegistry::builtin(&config.datahog);
+        let connectors = ConnectorRegistry::builtin(&config);
         let sinks = SinkRegistry::builtin(&config.sinks);
         let catalog = Catalog {
             connectors: &connectors,

@@ -730,7 +730,7 @@ async fn pickup(table: &mut Table, total: usize, gap: Duration) {
 /// batches them; returns the elapsed time.
 async fn pre_insert(server: &Server, total: usize) -> Duration {
     let files_root = server.config.files_root();
-    let connectors = ConnectorRegistry::builtin(&server.config.datahog);
+    let connectors = ConnectorRegistry::builtin(&server.config);
     let sinks = SinkRegistry::builtin(&server.config.sinks);
     let catalog = Catalog {
         connectors: &connectors,

@@ -11,9 +11,14 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::connectors::datahog::{self, DatahogConfig};
+use crate::connectors::reddit::RedditConfig;
+use crate::connectors::stackoverflow::StackOverflowConfig;
 use crate::engine::EngineConfig;
 use crate::net::NetConfig;
 use crate::observability::LogConfig;
+
+mod secret;
+pub use secret::Secret;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -29,6 +34,13 @@ pub struct Config {
     pub sinks: SinksConfig,
     /// The datahog providers API behind the `datahog-provider` connector and `POST /webhook`.
     pub datahog: DatahogConfig,
+    /// The StackExchange API behind the `stackoverflow` connector.
+    pub stackoverflow: StackOverflowConfig,
+    /// Reddit's OAuth application behind the `reddit` connector.
+    pub reddit: RedditConfig,
+    /// Schedules defined in the file (`[[schedule]]`); they replace their stored copies at
+    /// every start, and are removed from the store when removed from the file.
+    pub schedule: Vec<crate::schedule::ScheduleSpec>,
 }
 
 impl Default for Config {
@@ -42,6 +54,9 @@ impl Default for Config {
             log: LogConfig::default(),
             sinks: SinksConfig::default(),
             datahog: DatahogConfig::default(),
+            stackoverflow: StackOverflowConfig::default(),
+            reddit: RedditConfig::default(),
+            schedule: Vec::new(),
         }
     }
 }
@@ -234,6 +249,8 @@ impl Config {
             ));
         }
         self.datahog.validate().map_err(Error::Datahog)?;
+        self.stackoverflow.validate().map_err(Error::Invalid)?;
+        self.reddit.validate().map_err(Error::Invalid)?;
         Ok(())
     }
 
@@ -426,6 +443,37 @@ mod tests {
             ("base_url = \"bills.example\"", "base_url"),
         ] {
             let error = load_toml(&format!("[datahog]\n{toml}\n")).expect_err(toml);
+            assert!(error.to_string().contains(named), "{toml}: {error}");
+        }
+    }
+
+    #[test]
+    fn metric_source_sections_are_read_and_validated() {
+        let config = load_toml(
+            "[stackoverflow]\nbase_url = \"http://127.0.0.1:9/2.3\"\nkey = \"so-key\"\n\
+             [reddit]\nclient_id = \"id\"\nclient_secret = \"reddit-secret\"\nuser_agent = \"test/1\"\n",
+        )
+        .expect("load");
+        assert_eq!(
+            config.stackoverflow.base_url.as_str(),
+            "http://127.0.0.1:9/2.3"
+        );
+        assert_eq!(config.stackoverflow.key, Some(Secret::new("so-key")));
+        assert_eq!(config.reddit.client_id.as_deref(), Some("id"));
+        assert_eq!(config.reddit.user_agent, "test/1");
+        assert_eq!(config.reddit.base_url.as_str(), "https://oauth.reddit.com/");
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("so-key") && !shown.contains("reddit-secret"),
+            "{shown}"
+        );
+        for (toml, named) in [
+            ("[reddit]\nuser_agent = \"\"", "reddit.user_agent"),
+            ("[reddit]\nauth_url = \"ftp://x\"", "ftp"),
+            ("[stackoverflow]\nkey = \"\"", "stackoverflow.key"),
+            ("[stackoverflow]\nsite = \"x\"", "site"),
+        ] {
+            let error = load_toml(toml).expect_err(toml);
             assert!(error.to_string().contains(named), "{toml}: {error}");
         }
     }

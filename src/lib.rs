@@ -14,6 +14,7 @@ pub mod job;
 pub mod net;
 pub mod observability;
 pub mod processors;
+pub mod schedule;
 pub mod server;
 pub mod sinks;
 pub mod store;

@@ -19,6 +19,7 @@ use crate::connectors::{ConnectorContext, ConnectorRegistry};
 use crate::engine::{Breakers, Dispatcher, EngineContext, Maintenance};
 use crate::net::HttpClientFactory;
 use crate::observability::{Telemetry, logging};
+use crate::schedule::scheduler::{Scheduler, SchedulerContext};
 use crate::sinks::{SinkContext, SinkRegistry, SinkValidation};
 use crate::store::SharedStore;
 use crate::store::sqlite::SqliteStore;
@@ -42,6 +43,20 @@ pub enum Error {
     },
     #[error("serving http: {0}")]
     Serve(std::io::Error),
+    #[error("schedule in the configuration: {0}")]
+    Schedule(#[from] crate::schedule::scheduler::AcceptError),
+}
+
+/// What one process does: serve the API, run the workers, run the scheduler (all by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum Role {
+    Api,
+    Worker,
+    Scheduler,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Api, Role::Worker, Role::Scheduler];
 }
 
 /// Replacements for the built-in parts, for tests.
@@ -56,6 +71,7 @@ pub struct Parts {
 pub struct App {
     pub state: AppState,
     pub engine: EngineContext,
+    pub scheduler: SchedulerContext,
     pub store: SharedStore,
     /// Held for the process lifetime when this process is the data directory's only user.
     lock: Option<Flock<File>>,
@@ -131,7 +147,7 @@ impl App {
         let http = HttpClientFactory::new(&config.net)?;
         let connectors = parts
             .connectors
-            .unwrap_or_else(|| ConnectorRegistry::builtin(&config.datahog));
+            .unwrap_or_else(|| ConnectorRegistry::builtin(config));
         let sinks = parts
             .sinks
             .unwrap_or_else(|| SinkRegistry::builtin(&config.sinks));
@@ -141,6 +157,7 @@ impl App {
         let connector_context = ConnectorContext {
             http: http.clone(),
             clock: clock.clone(),
+            telemetry: telemetry.clone(),
         };
         let engine = EngineContext {
             store: store.clone(),
@@ -157,16 +174,28 @@ impl App {
             config: Arc::new(config.engine.clone()),
             breakers: breakers.clone(),
         };
+        let sink_validation = SinkValidation {
+            files_root: files_root.clone(),
+            guard: http.guard().clone(),
+        };
+        let scheduler = SchedulerContext {
+            store: store.clone(),
+            clock: clock.clone(),
+            connectors: connectors.clone(),
+            sinks: sinks.clone(),
+            sink_validation: sink_validation.clone(),
+            defaults: config.engine.step_defaults(),
+            changed: Arc::new(tokio::sync::Notify::new()),
+        };
+        crate::schedule::scheduler::sync_config(&scheduler, &config.schedule).await?;
         let state = AppState::new(StateInner {
+            scheduler: scheduler.clone(),
             store: store.clone(),
             clock,
             connectors,
             sinks,
             connector_context,
-            sink_validation: SinkValidation {
-                files_root,
-                guard: http.guard().clone(),
-            },
+            sink_validation,
             breakers,
             engine: config.engine.clone(),
             server: config.server.clone(),
@@ -179,6 +208,7 @@ impl App {
         Ok(Self {
             state,
             engine,
+            scheduler,
             store,
             lock,
         })
@@ -199,6 +229,13 @@ impl App {
             .into_make_service_with_connect_info::<std::net::SocketAddr>()
     }
 
+    /// Starts the scheduler; it stops when `shutdown` is cancelled.
+    pub fn start_scheduler(&self, shutdown: &CancellationToken) -> tokio::task::JoinHandle<()> {
+        let scheduler = Scheduler::new(self.scheduler.clone());
+        let stop = shutdown.clone();
+        tokio::spawn(async move { scheduler.run(stop).await })
+    }
+
     /// Starts the workers and the upkeep loops; they stop when `shutdown` is cancelled.
     pub async fn start_engine(
         &self,
@@ -216,39 +253,62 @@ impl App {
         }))
     }
 
-    /// Serves the API on `listener` and runs the workers until `shutdown`.
+    /// Runs this process's `roles` until `shutdown`: the API on `listener` (when given), the
+    /// workers, the scheduler.
     pub async fn run(
         self,
-        listener: TcpListener,
+        listener: Option<TcpListener>,
+        roles: &[Role],
         shutdown: CancellationToken,
     ) -> Result<(), Error> {
-        let engine = self.start_engine(&shutdown).await?;
-        let service = self.service();
-        let stop = shutdown.clone();
-        let served = axum::serve(listener, service)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-            .map_err(Error::Serve);
+        let mut tasks = Vec::new();
+        if roles.contains(&Role::Worker) {
+            tasks.push(self.start_engine(&shutdown).await?);
+        }
+        if roles.contains(&Role::Scheduler) {
+            tasks.push(self.start_scheduler(&shutdown));
+        }
+        let served = match listener {
+            Some(listener) => {
+                let stop = shutdown.clone();
+                axum::serve(listener, self.service())
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await
+                    .map_err(Error::Serve)
+            }
+            None => {
+                shutdown.cancelled().await;
+                Ok(())
+            }
+        };
         shutdown.cancel();
-        let _ = engine.await;
+        for task in tasks {
+            let _ = task.await;
+        }
         served
     }
 }
 
 /// `gleaner serve`: binds the configured address, records it in `<data_dir>/listen.addr`, and
 /// runs until SIGINT or SIGTERM.
-pub async fn serve(config: Config) -> Result<(), Error> {
+pub async fn serve(config: Config, roles: &[Role]) -> Result<(), Error> {
     let app = App::build(&config, Parts::default()).await?;
-    let addr = config.server.listen;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Listen { addr, source })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|source| Error::Listen { addr, source })?;
-    let addr_file = config.data_dir.join("listen.addr");
-    std::fs::write(&addr_file, format!("{bound}\n")).map_err(data_dir_error(&addr_file))?;
-    tracing::info!(addr = %bound, data_dir = %config.data_dir.display(), "listening");
+    let listener = if roles.contains(&Role::Api) {
+        let addr = config.server.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Listen { addr, source })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| Error::Listen { addr, source })?;
+        let addr_file = config.data_dir.join("listen.addr");
+        std::fs::write(&addr_file, format!("{bound}\n")).map_err(data_dir_error(&addr_file))?;
+        tracing::info!(addr = %bound, data_dir = %config.data_dir.display(), "listening");
+        Some(listener)
+    } else {
+        None
+    };
+    tracing::info!(roles = ?roles, "started");
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {
@@ -256,7 +316,7 @@ pub async fn serve(config: Config) -> Result<(), Error> {
         tracing::info!("shutting down");
         signal.cancel();
     });
-    app.run(listener, shutdown).await
+    app.run(listener, roles, shutdown).await
 }
 
 async fn wait_for_signal() {

@@ -16,6 +16,7 @@ mod extract;
 mod health;
 mod jobs;
 mod logs;
+mod schedules;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -65,6 +66,8 @@ pub struct StateInner {
     pub tokens: auth::TokenCache,
     /// The engine's circuit breakers, for job views and metrics.
     pub breakers: crate::engine::Breakers,
+    /// What schedule routes need to accept schedules and wake the scheduler.
+    pub scheduler: crate::schedule::scheduler::SchedulerContext,
 }
 
 impl AppState {
@@ -120,6 +123,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .merge(connectors::routes())
         .merge(dead_letters::routes())
         .merge(endpoints::routes())
+        .merge(schedules::routes())
         .merge(health::routes())
         .merge(logs::routes())
         .merge(compat::routes())

@@ -27,7 +27,7 @@ pub enum ConnectorsCommand {
 }
 
 pub async fn run(config: &Config, command: ConnectorsCommand) -> anyhow::Result<()> {
-    let registry = ConnectorRegistry::builtin(&config.datahog);
+    let registry = ConnectorRegistry::builtin(config);
     match command {
         ConnectorsCommand::List => {
             for entry in registry.iter() {
@@ -57,6 +57,7 @@ pub async fn run(config: &Config, command: ConnectorsCommand) -> anyhow::Result<
             let context = ConnectorContext {
                 http: HttpClientFactory::new(&config.net)?,
                 clock: Arc::new(SystemClock),
+                telemetry: crate::observability::Telemetry::new(),
             };
             entry.connector.check(&context, &settings).await?;
             println!("ok");

@@ -34,6 +34,10 @@ pub enum Command {
         /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free one).
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
+        /// What this process runs (repeat or comma-separate; default: all three), so the
+        /// scheduler or the workers can run apart from the API on one shared store.
+        #[arg(long, value_enum, value_delimiter = ',')]
+        role: Vec<crate::server::Role>,
     },
     /// Collect once with a connector and print the records as NDJSON on stdout.
     Run(run::RunArgs),
@@ -56,7 +60,7 @@ impl Cli {
     /// Loads the configuration with this command line's overrides.
     pub fn load_config(&self) -> Result<Config, crate::config::Error> {
         let listen = match &self.command {
-            Command::Serve { listen } => *listen,
+            Command::Serve { listen, .. } => *listen,
             _ => None,
         };
         let overrides = Overrides {
@@ -73,9 +77,14 @@ impl Cli {
 pub async fn main(cli: Cli) -> anyhow::Result<()> {
     let config = cli.load_config()?;
     match cli.command {
-        Command::Serve { .. } => {
+        Command::Serve { role, .. } => {
             let _guard = crate::observability::logging::init(&config.log, &config.data_dir)?;
-            crate::server::serve(config).await?;
+            let roles = if role.is_empty() {
+                crate::server::Role::ALL.to_vec()
+            } else {
+                role
+            };
+            crate::server::serve(config, &roles).await?;
         }
         Command::Run(args) => run::run(&config, args).await?,
         Command::Connectors(command) => connectors::run(&config, command).await?,
@@ -88,4 +97,30 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, Command};
+    use crate::server::Role;
+
+    #[test]
+    fn serve_takes_roles_comma_separated_or_repeated() {
+        let roles = |args: &[&str]| match Cli::try_parse_from(args).expect("parses").command {
+            Command::Serve { role, .. } => role,
+            other => panic!("not serve: {other:?}"),
+        };
+        assert_eq!(roles(&["gleaner", "serve"]), Vec::<Role>::new());
+        assert_eq!(
+            roles(&["gleaner", "serve", "--role", "api,worker"]),
+            vec![Role::Api, Role::Worker]
+        );
+        assert_eq!(
+            roles(&["gleaner", "serve", "--role", "scheduler", "--role", "api"]),
+            vec![Role::Scheduler, Role::Api]
+        );
+        assert!(Cli::try_parse_from(["gleaner", "serve", "--role", "cron"]).is_err());
+    }
 }

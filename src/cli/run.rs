@@ -42,7 +42,7 @@ pub fn settings_from(json: Option<&str>, pairs: &[String]) -> anyhow::Result<ser
 }
 
 pub async fn run(config: &Config, args: RunArgs) -> anyhow::Result<()> {
-    let registry = ConnectorRegistry::builtin(&config.datahog);
+    let registry = ConnectorRegistry::builtin(config);
     let settings = settings_from(args.settings.as_deref(), &args.set)?;
     registry.validate(&args.connector, &settings)?;
     let entry = registry
@@ -51,6 +51,7 @@ pub async fn run(config: &Config, args: RunArgs) -> anyhow::Result<()> {
     let context = ConnectorContext {
         http: HttpClientFactory::new(&config.net)?,
         clock: Arc::new(SystemClock),
+        telemetry: crate::observability::Telemetry::new(),
     };
     let progress = ProgressBar::new_spinner();
     progress.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")?);

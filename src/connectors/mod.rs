@@ -6,17 +6,22 @@
 
 pub mod datahog;
 pub mod http;
+pub mod metric;
 mod noop;
+pub mod reddit;
 pub mod registry;
 pub mod schema;
+pub mod stackoverflow;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::clock::SharedClock;
 use crate::net::{HttpClientFactory, Retryability, UpstreamError};
+use crate::observability::Telemetry;
 
 pub use noop::NoopConnector;
 pub use registry::ConnectorRegistry;
@@ -31,11 +36,24 @@ pub struct Page {
     pub done: bool,
 }
 
-/// What a connector may use while it runs: the hardened HTTP client and the clock.
+impl Page {
+    /// A collection finished in this one page, with nothing to resume from.
+    pub fn only(records: Vec<Value>) -> Self {
+        Self {
+            records,
+            checkpoint: None,
+            done: true,
+        }
+    }
+}
+
+/// What a connector may use while it runs: the hardened HTTP client, the clock, and the
+/// metrics it may report upstream quotas to.
 #[derive(Clone)]
 pub struct ConnectorContext {
     pub http: HttpClientFactory,
     pub clock: SharedClock,
+    pub telemetry: Telemetry,
 }
 
 /// Why a connector call failed. Retryability comes from the variant, never from a string.
@@ -48,12 +66,22 @@ pub enum Error {
     /// The upstream answered, but not with what the settings said to expect.
     #[error("unexpected response: {0}")]
     Response(String),
+    /// The upstream said, in its own terms rather than an HTTP status, to call again later
+    /// (a throttle, a backoff, an exhausted rate limit): retried after `retry_after`.
+    #[error("upstream asked to retry later: {message}")]
+    RetryLater {
+        message: String,
+        retry_after: Option<Duration>,
+    },
 }
 
 impl Error {
     pub fn retryability(&self) -> Retryability {
         match self {
             Error::Upstream(error) => error.retryability(),
+            Error::RetryLater { retry_after, .. } => Retryability::Retry {
+                after: *retry_after,
+            },
             Error::Settings(_) | Error::Response(_) => Retryability::Permanent,
         }
     }
@@ -113,6 +141,20 @@ pub trait Connector: Send + Sync {
         settings: &Value,
         checkpoint: Option<&Value>,
     ) -> Result<Page, Error>;
+}
+
+/// A context for connector tests: loopback allowed, `clock`, fresh metrics.
+#[cfg(test)]
+pub(crate) fn test_context(clock: SharedClock) -> ConnectorContext {
+    let config = crate::net::NetConfig {
+        allow: vec!["127.0.0.1/32".parse().expect("loopback net")],
+        ..crate::net::NetConfig::default()
+    };
+    ConnectorContext {
+        http: HttpClientFactory::new(&config).expect("factory"),
+        clock,
+        telemetry: Telemetry::new(),
+    }
 }
 
 /// The origin (`scheme://host:port`) of a URL, the unit circuit breakers protect.

@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::datahog::{DatahogConfig, DatahogConnector};
+use super::datahog::DatahogConnector;
+use super::reddit::RedditConnector;
 use super::schema::SettingsSchema;
+use super::stackoverflow::StackOverflowConnector;
 use super::{Error, SharedConnector};
 
 /// A registered connector with its compiled schema.
@@ -23,12 +25,14 @@ pub struct ConnectorRegistry {
 
 impl ConnectorRegistry {
     /// The built-in catalog; connectors whose upstream is the operator's choice take it from
-    /// `datahog` (the `[datahog]` config section).
-    pub fn builtin(datahog: &DatahogConfig) -> Self {
+    /// their section of `config` (`[datahog]`, `[stackoverflow]`, `[reddit]`).
+    pub fn builtin(config: &crate::config::Config) -> Self {
         Self::with(vec![
             Arc::new(super::http::HttpConnector) as SharedConnector,
             Arc::new(super::NoopConnector),
-            Arc::new(DatahogConnector::new(datahog.clone())),
+            Arc::new(DatahogConnector::new(config.datahog.clone())),
+            Arc::new(StackOverflowConnector::new(config.stackoverflow.clone())),
+            Arc::new(RedditConnector::new(config.reddit.clone())),
         ])
     }
 

@@ -91,6 +91,7 @@ impl Dispatcher {
                     _ = &mut freed => {}
                     _ = shutdown.cancelled() => {}
                 }
+                settle().await;
                 continue;
             }
             let next_due = context.store.next_due().await.unwrap_or(None);
@@ -100,14 +101,27 @@ impl Dispatcher {
                     None => std::future::pending().await,
                 }
             };
-            tokio::select! {
-                _ = &mut new_work => {}
-                _ = &mut freed => {}
-                _ = due => {}
-                _ = shutdown.cancelled() => {}
+            let slot_freed_first = tokio::select! {
+                _ = &mut new_work => false,
+                _ = &mut freed => true,
+                _ = due => false,
+                _ = shutdown.cancelled() => false,
+            };
+            if slot_freed_first {
+                settle().await;
             }
         }
         tracker.close();
         tracker.wait().await;
+    }
+}
+
+/// Lets the other tasks woken with the one that freed a slot run first. One group commit ends
+/// many steps at once, and their tasks release their slots one after another: claiming at the
+/// first release claimed one step per round trip to the store, each a transaction of its own.
+/// Yielding a few times (microseconds, not a timer) turns those into one claim of many.
+async fn settle() {
+    for _ in 0..4 {
+        tokio::task::yield_now().await;
     }
 }

@@ -113,11 +113,15 @@ fn connector_failure(error: &crate::connectors::Error) -> Failure {
         E::Settings(_) => "settings",
         E::Upstream(upstream) => classify(upstream),
         E::Response(_) => "response",
+        E::RetryLater { .. } => "retry_later",
     };
     failure(
         kind,
         error.retryability(),
-        matches!(error, E::Upstream(_) | E::Response(_)),
+        matches!(
+            error,
+            E::Upstream(_) | E::Response(_) | E::RetryLater { .. }
+        ),
         error.to_string(),
         error.http_status(),
         error.response_excerpt(),

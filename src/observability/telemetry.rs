@@ -17,6 +17,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
@@ -66,6 +67,13 @@ struct RouteLabels {
     route: String,
 }
 
+/// One upstream's request quota, as a connector reads it from the upstream's answers.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QuotaLabels {
+    connector: String,
+    upstream: String,
+}
+
 /// Store-derived values reported as gauges at scrape time; the caller reads them from the
 /// store just before calling [`Telemetry::render`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -99,6 +107,7 @@ struct Inner {
     http_requests: Family<HttpLabels, Counter>,
     http_duration: DurationFamily<RouteLabels>,
     records_collected: Counter,
+    upstream_quota_remaining: Family<QuotaLabels, Gauge>,
 }
 
 impl Default for Telemetry {
@@ -117,6 +126,7 @@ impl Telemetry {
         let http_requests = Family::<HttpLabels, Counter>::default();
         let http_duration = DurationFamily::<RouteLabels>::new_with_constructor(duration_histogram);
         let records_collected = Counter::default();
+        let upstream_quota_remaining = Family::<QuotaLabels, Gauge>::default();
 
         // Counter names omit `_total`: the OpenMetrics encoder appends it.
         let mut registry = Registry::with_prefix(PREFIX);
@@ -153,6 +163,11 @@ impl Telemetry {
             "Records collected from sources",
             records_collected.clone(),
         );
+        registry.register(
+            "upstream_quota_remaining",
+            "Requests an upstream last said it would still accept, by connector and upstream",
+            upstream_quota_remaining.clone(),
+        );
 
         Self {
             inner: Arc::new(Inner {
@@ -164,6 +179,7 @@ impl Telemetry {
                 http_requests,
                 http_duration,
                 records_collected,
+                upstream_quota_remaining,
             }),
         }
     }
@@ -222,6 +238,18 @@ impl Telemetry {
     /// Adds `n` records collected from a source.
     pub fn records_collected(&self, n: u64) {
         self.inner.records_collected.inc_by(n);
+    }
+
+    /// Sets the latest quota an upstream reported (StackExchange `quota_remaining`, Reddit
+    /// `x-ratelimit-remaining`); `upstream` is its origin, so the label set stays bounded.
+    pub fn upstream_quota_remaining(&self, connector: &str, upstream: &str, remaining: i64) {
+        self.inner
+            .upstream_quota_remaining
+            .get_or_create(&QuotaLabels {
+                connector: connector.to_owned(),
+                upstream: upstream.to_owned(),
+            })
+            .set(remaining);
     }
 
     /// Renders all metrics plus the snapshot gauges as one OpenMetrics text exposition ending
@@ -349,9 +377,12 @@ mod tests {
         telemetry.jobs_created(4);
         telemetry.records_collected(10);
         telemetry.http_request("GET", "/v1/jobs/{id}", 200, Duration::from_millis(2));
+        telemetry.upstream_quota_remaining("stackoverflow", "https://api.stackexchange.com", 299);
+        telemetry.upstream_quota_remaining("stackoverflow", "https://api.stackexchange.com", 298);
 
         let text = telemetry.render(&StoreSnapshot::default());
         for expected in [
+            "gleaner_upstream_quota_remaining{connector=\"stackoverflow\",upstream=\"https://api.stackexchange.com\"} 298\n",
             "gleaner_steps_finished_total{kind=\"collect\",outcome=\"succeeded\"} 2\n",
             "gleaner_steps_finished_total{kind=\"deliver\",outcome=\"retrying\"} 1\n",
             "gleaner_step_attempts_total{kind=\"collect\"} 1\n",

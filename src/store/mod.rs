@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::clock::Millis;
+use crate::schedule::{Schedule, TickFire, TickResult, TickRow};
 use crate::job::{
     Claimed, DeadLetter, DeadLetterFilter, Fence, Job, JobDetail, JobFilter, NewJob, Outcome,
     PageWrite, RecordRow, RetryBudget,
@@ -130,6 +131,33 @@ pub trait Store: Send + Sync {
     async fn list_disabled_endpoints(&self) -> Result<Vec<DisabledEndpoint>>;
     /// Enables `url` again; returns whether it was disabled.
     async fn enable_endpoint(&self, url: &str) -> Result<bool>;
+
+    /// Stores a new schedule; `Conflict` when its name is taken.
+    async fn create_schedule(&self, schedule: &Schedule) -> Result<()>;
+    /// Replaces a schedule's definition and next tick (by id).
+    async fn replace_schedule(&self, schedule: &Schedule) -> Result<()>;
+    /// Deletes a schedule and its tick history; its jobs stay.
+    async fn delete_schedule(&self, id: Uuid) -> Result<bool>;
+    /// A schedule by id or name.
+    async fn get_schedule(&self, key: &str) -> Result<Option<Schedule>>;
+    async fn list_schedules(&self) -> Result<Vec<Schedule>>;
+    /// Schedules with a tick at or before `now`.
+    async fn due_schedules(&self, now: Millis) -> Result<Vec<Schedule>>;
+    /// The earliest next tick of any schedule.
+    async fn next_schedule_at(&self) -> Result<Option<Millis>>;
+    /// Moves a schedule's next tick past missed ones without firing them; false when the
+    /// schedule changed or another scheduler moved it first.
+    async fn skip_ticks(
+        &self,
+        id: Uuid,
+        version: Millis,
+        from: Millis,
+        to: Option<Millis>,
+    ) -> Result<bool>;
+    /// Fires one tick in one transaction: at most once per (schedule, tick), ever.
+    async fn fire_tick(&self, fire: TickFire) -> Result<TickResult>;
+    /// The most recent fired ticks of a schedule, newest first.
+    async fn schedule_ticks(&self, id: Uuid, limit: usize) -> Result<Vec<TickRow>>;
 
     async fn insert_token(&self, id: &str, name: &str, hash: &str, now: Millis) -> Result<()>;
     async fn token_exists(&self, hash: &str) -> Result<bool>;

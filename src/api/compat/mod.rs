@@ -6,14 +6,21 @@
 //! API would refuse.
 
 mod datahog;
+mod integration;
 
 use utoipa_axum::router::OpenApiRouter;
 
 use super::AppState;
 
 /// Every compatibility path, for `[server.open_routes]` to choose from.
-pub const PATHS: &[&str] = &["/webhook"];
+pub const PATHS: &[&str] = &[
+    "/webhook",
+    "/api/v1/integration",
+    "/api/v1/integration/logs",
+];
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().merge(datahog::routes())
+    OpenApiRouter::new()
+        .merge(datahog::routes())
+        .merge(integration::routes())
 }

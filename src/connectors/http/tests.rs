@@ -83,6 +83,7 @@ fn ctx() -> ConnectorContext {
     ConnectorContext {
         http: HttpClientFactory::new(&config).expect("factory"),
         clock: Arc::new(SystemClock),
+        telemetry: crate::observability::Telemetry::new(),
     }
 }
 

@@ -8,11 +8,53 @@ use super::rows::{self, DEAD_LETTER_COLUMNS, JOB_COLUMNS, STEP_COLUMNS};
 use super::steps;
 use crate::clock::Millis;
 use crate::job::{
-    DeadLetter, DeadLetterFilter, Job, JobDetail, JobFilter, NewJob, RecordRow, StepKind, StepState,
+    DeadLetter, DeadLetterFilter, IdempotencyClaim, Job, JobDetail, JobFilter, NewJob, RecordRow,
+    StepKind, StepState,
 };
 use crate::store::{Created, Error, Result, Snapshot};
 
-pub fn create(conn: &Connection, job: &NewJob) -> Result<Created> {
+/// A new job's rows, serialised ahead of the write so the writer thread only binds them.
+pub struct JobRows {
+    id: String,
+    created_at: Millis,
+    spec: String,
+    steps: Vec<StepRow>,
+    idempotency: Option<IdempotencyClaim>,
+}
+
+struct StepRow {
+    kind: StepKind,
+    name: String,
+    max_attempts: u32,
+    deadline_at: Millis,
+    config: String,
+}
+
+impl JobRows {
+    pub fn new(job: &NewJob) -> Self {
+        Self {
+            id: job.id.to_string(),
+            created_at: job.created_at,
+            spec: job.spec.to_string(),
+            steps: job
+                .steps
+                .iter()
+                .map(|step| StepRow {
+                    kind: step.kind,
+                    name: step.name.clone(),
+                    max_attempts: step.max_attempts,
+                    deadline_at: step.deadline_at,
+                    config: step.config.to_string(),
+                })
+                .collect(),
+            idempotency: job.idempotency.clone(),
+        }
+    }
+}
+
+/// Stores a new job, unless its idempotency key names a live one: that job is returned
+/// instead (`Some`), or `Conflict` when the key came with another request body.
+pub fn insert(conn: &Connection, job: &JobRows) -> Result<Option<Job>> {
     if let Some(claim) = &job.idempotency {
         let mut lookup = conn.prepare_cached(
             "SELECT request_hash, job_id, expires_at FROM idempotency_keys WHERE key = ?1",
@@ -35,21 +77,16 @@ pub fn create(conn: &Connection, job: &NewJob) -> Result<Created> {
                 let job = get(conn, id)?.ok_or_else(|| {
                     Error::Conflict("this Idempotency-Key names a job that was pruned".into())
                 })?;
-                return Ok(Created {
-                    job,
-                    replayed: true,
-                });
+                return Ok(Some(job));
             }
             conn.prepare_cached("DELETE FROM idempotency_keys WHERE key = ?1")?
                 .execute([&claim.key])?;
         }
     }
-    let id = job.id.to_string();
-    let spec = job.spec.to_string();
     conn.prepare_cached(
         "INSERT INTO jobs (id, status, spec, created_at, updated_at) VALUES (?1, 'queued', ?2, ?3, ?3)",
     )?
-    .execute(params![id, spec, job.created_at])?;
+    .execute(params![job.id, job.spec, job.created_at])?;
     let mut insert = conn.prepare_cached(
         "INSERT INTO steps (job_id, position, kind, name, state, max_attempts, budget_ms, run_at, deadline_at,
                             config, created_at, updated_at)
@@ -61,7 +98,7 @@ pub fn create(conn: &Connection, job: &NewJob) -> Result<Created> {
             StepKind::Deliver => (StepState::Waiting, None),
         };
         insert.execute(params![
-            id,
+            job.id,
             position as i64,
             step.kind.as_str(),
             step.name,
@@ -70,7 +107,7 @@ pub fn create(conn: &Connection, job: &NewJob) -> Result<Created> {
             step.deadline_at - job.created_at,
             run_at,
             step.deadline_at,
-            step.config.to_string(),
+            step.config,
             job.created_at,
         ])?;
     }
@@ -78,19 +115,36 @@ pub fn create(conn: &Connection, job: &NewJob) -> Result<Created> {
         conn.prepare_cached(
             "INSERT INTO idempotency_keys (key, request_hash, job_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
         )?
-        .execute(params![claim.key, claim.request_hash, id, claim.expires_at])?;
+        .execute(params![claim.key, claim.request_hash, job.id, claim.expires_at])?;
     }
-    Ok(Created {
-        job: Job {
-            id: job.id,
-            status: crate::job::JobStatus::Queued,
-            created_at: job.created_at,
-            updated_at: job.created_at,
-            finished_at: None,
-            spec: job.spec.clone(),
+    Ok(None)
+}
+
+/// What creating `job` gave: the job just stored, or the one `insert` returned instead.
+pub fn created(job: NewJob, replayed: Option<Job>) -> Created {
+    match replayed {
+        Some(job) => Created {
+            job,
+            replayed: true,
         },
-        replayed: false,
-    })
+        None => Created {
+            job: Job {
+                id: job.id,
+                status: crate::job::JobStatus::Queued,
+                created_at: job.created_at,
+                updated_at: job.created_at,
+                finished_at: None,
+                spec: job.spec,
+            },
+            replayed: false,
+        },
+    }
+}
+
+/// Stores a new job (see [`insert`]) in one call.
+pub fn create(conn: &Connection, job: &NewJob) -> Result<Created> {
+    let replayed = insert(conn, &JobRows::new(job))?;
+    Ok(created(job.clone(), replayed))
 }
 
 pub fn get(conn: &Connection, id: Uuid) -> Result<Option<Job>> {

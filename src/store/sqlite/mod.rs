@@ -6,6 +6,7 @@
 mod endpoints;
 mod jobs;
 mod rows;
+mod schedules;
 mod schema;
 mod steps;
 mod writer;
@@ -20,6 +21,7 @@ use uuid::Uuid;
 
 use super::{Created, DisabledEndpoint, Error, Result, Snapshot, Store};
 use crate::clock::Millis;
+use crate::schedule::{Schedule, TickFire, TickResult, TickRow};
 use crate::job::{
     Claimed, DeadLetter, DeadLetterFilter, Fence, Job, JobDetail, JobFilter, NewJob, Outcome,
     PageWrite, RecordRow, RetryBudget,
@@ -149,7 +151,7 @@ impl SqliteStore {
     async fn write<T, F>(&self, operation: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<(T, Wake)> + Send + 'static,
+        F: Fn(&Connection) -> Result<(T, Wake)> + Send + 'static,
     {
         self.writer.write(operation).await
     }
@@ -166,12 +168,15 @@ impl Store for SqliteStore {
     }
 
     async fn create_job(&self, job: NewJob) -> Result<Created> {
-        self.write(move |conn| {
-            let created = jobs::create(conn, &job)?;
-            let wake = wake_if(!created.replayed);
-            Ok((created, wake))
-        })
-        .await
+        let rows = jobs::JobRows::new(&job);
+        let replayed = self
+            .write(move |conn| {
+                let replayed = jobs::insert(conn, &rows)?;
+                let wake = wake_if(replayed.is_none());
+                Ok((replayed, wake))
+            })
+            .await?;
+        Ok(jobs::created(job, replayed))
     }
 
     async fn get_job(&self, id: Uuid) -> Result<Option<JobDetail>> {
@@ -219,14 +224,16 @@ impl Store for SqliteStore {
         now: Millis,
         lease_until: Millis,
     ) -> Result<Vec<Claimed>> {
-        let owner = owner.to_owned();
-        self.write(move |conn| {
-            Ok((
-                steps::claim(conn, &owner, limit, now, lease_until)?,
-                Wake::No,
-            ))
-        })
-        .await
+        let owned = owner.to_owned();
+        let raw = self
+            .write(move |conn| {
+                Ok((
+                    steps::claim(conn, &owned, limit, now, lease_until)?,
+                    Wake::No,
+                ))
+            })
+            .await?;
+        Ok(steps::claimed(raw, owner, now))
     }
 
     async fn next_due(&self) -> Result<Option<Millis>> {
@@ -371,6 +378,70 @@ impl Store for SqliteStore {
     async fn enable_endpoint(&self, url: &str) -> Result<bool> {
         let url = url.to_owned();
         self.write(move |conn| Ok((endpoints::enable(conn, &url)?, Wake::No)))
+            .await
+    }
+
+    async fn create_schedule(&self, schedule: &Schedule) -> Result<()> {
+        let schedule = schedule.clone();
+        self.write(move |conn| Ok((schedules::create(conn, &schedule)?, Wake::No)))
+            .await
+    }
+
+    async fn replace_schedule(&self, schedule: &Schedule) -> Result<()> {
+        let schedule = schedule.clone();
+        self.write(move |conn| Ok((schedules::replace(conn, &schedule)?, Wake::No)))
+            .await
+    }
+
+    async fn delete_schedule(&self, id: Uuid) -> Result<bool> {
+        self.write(move |conn| Ok((schedules::delete(conn, id)?, Wake::No)))
+            .await
+    }
+
+    async fn get_schedule(&self, key: &str) -> Result<Option<Schedule>> {
+        let key = key.to_owned();
+        self.read(move |conn| schedules::get(conn, &key)).await
+    }
+
+    async fn list_schedules(&self) -> Result<Vec<Schedule>> {
+        self.read(schedules::list).await
+    }
+
+    async fn due_schedules(&self, now: Millis) -> Result<Vec<Schedule>> {
+        self.read(move |conn| schedules::due(conn, now)).await
+    }
+
+    async fn next_schedule_at(&self) -> Result<Option<Millis>> {
+        self.read(schedules::next_at).await
+    }
+
+    async fn skip_ticks(
+        &self,
+        id: Uuid,
+        version: Millis,
+        from: Millis,
+        to: Option<Millis>,
+    ) -> Result<bool> {
+        self.write(move |conn| {
+            Ok((
+                schedules::advance(conn, id, version, from, to)?,
+                Wake::No,
+            ))
+        })
+        .await
+    }
+
+    async fn fire_tick(&self, fire: TickFire) -> Result<TickResult> {
+        self.write(move |conn| {
+            let result = schedules::fire(conn, &fire)?;
+            let wake = wake_if(matches!(result, TickResult::Created(_)));
+            Ok((result, wake))
+        })
+        .await
+    }
+
+    async fn schedule_ticks(&self, id: Uuid, limit: usize) -> Result<Vec<TickRow>> {
+        self.read(move |conn| schedules::ticks(conn, id, limit))
             .await
     }
 

@@ -62,6 +62,108 @@ pub fn job(row: &Row<'_>) -> rusqlite::Result<Job> {
     })
 }
 
+/// A step's columns as stored, in `STEP_COLUMNS` order: read by the writer thread with no
+/// parsing (no UUID, no JSON), and turned into a [`Step`] by [`RawStep::parse`] on the caller's
+/// thread, so the single writer spends no time decoding claimed steps.
+pub struct RawStep {
+    id: i64,
+    job_id: String,
+    position: u32,
+    kind: String,
+    name: String,
+    state: String,
+    attempt: u32,
+    max_attempts: u32,
+    run_at: Option<i64>,
+    deadline_at: i64,
+    lease_owner: Option<String>,
+    lease_expires_at: Option<i64>,
+    checkpoint: Option<String>,
+    pages: u64,
+    records: u64,
+    last_error: Option<String>,
+    last_status: Option<u16>,
+    config: String,
+    created_at: i64,
+    updated_at: i64,
+    finished_at: Option<i64>,
+    deferrals: u32,
+    round_start: u32,
+}
+
+impl RawStep {
+    pub fn read(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: row.get(0)?,
+            job_id: row.get(1)?,
+            position: row.get(2)?,
+            kind: row.get(3)?,
+            name: row.get(4)?,
+            state: row.get(5)?,
+            attempt: row.get(6)?,
+            max_attempts: row.get(7)?,
+            run_at: row.get(8)?,
+            deadline_at: row.get(9)?,
+            lease_owner: row.get(10)?,
+            lease_expires_at: row.get(11)?,
+            checkpoint: row.get(12)?,
+            pages: row.get(13)?,
+            records: row.get(14)?,
+            last_error: row.get(15)?,
+            last_status: row.get(16)?,
+            config: row.get(17)?,
+            created_at: row.get(18)?,
+            updated_at: row.get(19)?,
+            finished_at: row.get(20)?,
+            deferrals: row.get(22)?,
+            round_start: row.get(23)?,
+        })
+    }
+
+    pub fn id(&self) -> i64 {
+        self.id
+    }
+
+    pub fn job_id(&self) -> &str {
+        &self.job_id
+    }
+
+    pub fn parse(self) -> rusqlite::Result<Step> {
+        let json = |index: usize, text: &str| -> rusqlite::Result<Value> {
+            serde_json::from_str(text).map_err(|_| corrupt(index, "json"))
+        };
+        Ok(Step {
+            id: self.id,
+            job_id: Uuid::parse_str(&self.job_id).map_err(|_| corrupt(1, "uuid"))?,
+            position: self.position,
+            kind: StepKind::parse(&self.kind).ok_or_else(|| corrupt(3, "step kind"))?,
+            state: StepState::parse(&self.state).ok_or_else(|| corrupt(5, "step state"))?,
+            name: self.name,
+            attempt: self.attempt,
+            max_attempts: self.max_attempts,
+            run_at: self.run_at,
+            deadline_at: self.deadline_at,
+            lease_owner: self.lease_owner,
+            lease_expires_at: self.lease_expires_at,
+            checkpoint: self
+                .checkpoint
+                .as_deref()
+                .map(|text| json(12, text))
+                .transpose()?,
+            pages: self.pages,
+            records: self.records,
+            deferrals: self.deferrals,
+            round_start: self.round_start,
+            last_error: self.last_error,
+            last_status: self.last_status,
+            config: json(17, &self.config)?,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            finished_at: self.finished_at,
+        })
+    }
+}
+
 /// A step and the start time of its current attempt.
 pub fn step(row: &Row<'_>) -> rusqlite::Result<(Step, Option<i64>)> {
     let step = Step {

@@ -6,6 +6,7 @@ use rusqlite::Connection;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_delivery.sql"),
+    include_str!("migrations/0003_schedules.sql"),
 ];
 
 /// Connection settings for every connection: WAL, full fsync, a busy timeout.

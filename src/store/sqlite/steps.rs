@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::rows::{self, STEP_COLUMNS};
+use super::rows::{self, RawStep, STEP_COLUMNS};
 use crate::clock::Millis;
 use crate::job::{
     Claimed, Fence, JobStatus, Outcome, PageWrite, Receipt, RetryBudget, StepError, StepKind,
@@ -14,7 +14,9 @@ use crate::job::{
 };
 use crate::store::{Error, Result};
 
-/// Leases up to `limit` due steps to `owner`, oldest due first.
+/// Leases up to `limit` due steps to `owner`, oldest due first, and marks their jobs running.
+/// The steps come back as stored ([`RawStep`]): [`claimed`] parses them on the caller's
+/// thread, not on the writer's.
 ///
 /// The limit is bound as `?4 + 0`, not `?4`: SQLite plans with the value of a bare `LIMIT ?`,
 /// so every claim with a different limit (most of them: the dispatcher claims its free slots)
@@ -25,7 +27,7 @@ pub fn claim(
     limit: usize,
     now: Millis,
     lease_until: Millis,
-) -> Result<Vec<Claimed>> {
+) -> Result<Vec<RawStep>> {
     let sql = format!(
         "UPDATE steps SET state = 'running', attempt = attempt + 1, lease_owner = ?1, lease_expires_at = ?2,
                 started_at = ?3, updated_at = ?3
@@ -35,26 +37,55 @@ pub fn claim(
     );
     let mut statement = conn.prepare_cached(&sql)?;
     let claimed = statement
-        .query_map(params![owner, lease_until, now, limit as i64], rows::step)?
-        .map(|row| {
-            row.map(|(step, _)| Claimed {
-                fence: Fence {
-                    step_id: step.id,
-                    owner: owner.to_owned(),
-                    attempt: step.attempt,
-                },
-                step,
-                started_at: now,
-            })
-        })
+        .query_map(params![owner, lease_until, now, limit as i64], RawStep::read)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut mark_running = conn.prepare_cached(
-        "UPDATE jobs SET status = 'running', updated_at = ?2 WHERE id = ?1 AND status = 'queued'",
-    )?;
-    for step in &claimed {
-        mark_running.execute(params![step.step.job_id.to_string(), now])?;
+    if claimed.is_empty() {
+        return Ok(claimed);
     }
+    // A claimed step has started, so its job is running (`JobStatus::derive`): one statement
+    // for every job of the claim, their ids passed as a JSON array.
+    let mut ids = String::with_capacity(claimed.len() * 40 + 2);
+    ids.push('[');
+    for (index, step) in claimed.iter().enumerate() {
+        if index > 0 {
+            ids.push(',');
+        }
+        ids.push('"');
+        ids.push_str(step.job_id());
+        ids.push('"');
+    }
+    ids.push(']');
+    let mut mark_running = conn.prepare_cached(
+        "UPDATE jobs SET status = 'running', updated_at = ?2
+         WHERE id IN (SELECT value FROM json_each(?1)) AND status = 'queued'",
+    )?;
+    mark_running.execute(params![ids, now])?;
     Ok(claimed)
+}
+
+/// Parses claimed steps into what a worker runs. A step whose stored row cannot be parsed is
+/// left out (and logged): its lease expires and the rescue ends it like any abandoned attempt.
+pub fn claimed(raw: Vec<RawStep>, owner: &str, now: Millis) -> Vec<Claimed> {
+    raw.into_iter()
+        .filter_map(|raw| {
+            let id = raw.id();
+            match raw.parse() {
+                Ok(step) => Some(Claimed {
+                    fence: Fence {
+                        step_id: step.id,
+                        owner: owner.to_owned(),
+                        attempt: step.attempt,
+                    },
+                    step,
+                    started_at: now,
+                }),
+                Err(error) => {
+                    tracing::error!(step_id = id, %error, "claimed step is corrupt; leaving it to lease expiry");
+                    None
+                }
+            }
+        })
+        .collect()
 }
 
 pub fn next_due(conn: &Connection) -> Result<Option<Millis>> {
@@ -288,35 +319,19 @@ fn after_attempt(
             now,
         ])?;
     }
+    let mut facts = job_steps(conn, &ending.job_id)?;
     let mut woke = false;
     if ending.kind == StepKind::Collect && state.is_terminal() {
-        woke = release_deliveries(conn, &ending.job_id, now)?;
+        woke = release_deliveries(conn, &ending.job_id, &mut facts, now)?;
     }
-    refresh_job(conn, &ending.job_id, now)?;
+    store_status(conn, &ending.job_id, facts, now)?;
     Ok(woke || state == StepState::Retrying)
 }
 
-/// Queues the job's waiting deliver steps once no collect step is left unfinished.
-fn release_deliveries(conn: &Connection, job_id: &str, now: Millis) -> Result<bool> {
-    // Most finishing steps have no delivery waiting on them (a job without sinks, or another
-    // source still open); one indexed read says so, cheaper than an update that matches nothing.
-    let mut waiting = conn.prepare_cached(
-        "SELECT EXISTS (SELECT 1 FROM steps WHERE job_id = ?1 AND state = 'waiting')",
-    )?;
-    if !waiting.query_row([job_id], |row| row.get::<_, bool>(0))? {
-        return Ok(false);
-    }
-    let mut release = conn.prepare_cached(
-        "UPDATE steps SET state = 'queued', run_at = ?2, deadline_at = ?2 + budget_ms, updated_at = ?2
-         WHERE job_id = ?1 AND state = 'waiting'
-           AND NOT EXISTS (SELECT 1 FROM steps AS open WHERE open.job_id = ?1 AND open.kind = 'collect'
-                             AND open.state NOT IN ('succeeded', 'failed', 'dead', 'cancelled'))",
-    )?;
-    Ok(release.execute(params![job_id, now])? > 0)
-}
+/// What `JobStatus::derive` needs of each of a job's steps.
+type StepFacts = Vec<(StepKind, StepState, bool)>;
 
-/// Re-derives and stores the job's status from its steps.
-pub fn refresh_job(conn: &Connection, job_id: &str, now: Millis) -> Result<JobStatus> {
+fn job_steps(conn: &Connection, job_id: &str) -> Result<StepFacts> {
     let mut steps =
         conn.prepare_cached("SELECT kind, state, attempt FROM steps WHERE job_id = ?1")?;
     let facts = steps
@@ -328,6 +343,51 @@ pub fn refresh_job(conn: &Connection, job_id: &str, now: Millis) -> Result<JobSt
             ))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(facts)
+}
+
+/// Queues the job's waiting deliver steps once no collect step is left unfinished, and updates
+/// `facts` (the job's steps, just read) to match.
+fn release_deliveries(
+    conn: &Connection,
+    job_id: &str,
+    facts: &mut StepFacts,
+    now: Millis,
+) -> Result<bool> {
+    // Most finishing steps have no delivery waiting on them (a job without sinks, or another
+    // source still open): the job's steps, read anyway for its status, say so.
+    let waiting = facts
+        .iter()
+        .any(|(_, state, _)| *state == StepState::Waiting);
+    let open_source = facts
+        .iter()
+        .any(|(kind, state, _)| *kind == StepKind::Collect && !state.is_terminal());
+    if !waiting || open_source {
+        return Ok(false);
+    }
+    let mut release = conn.prepare_cached(
+        "UPDATE steps SET state = 'queued', run_at = ?2, deadline_at = ?2 + budget_ms, updated_at = ?2
+         WHERE job_id = ?1 AND state = 'waiting'
+           AND NOT EXISTS (SELECT 1 FROM steps AS open WHERE open.job_id = ?1 AND open.kind = 'collect'
+                             AND open.state NOT IN ('succeeded', 'failed', 'dead', 'cancelled'))",
+    )?;
+    let released = release.execute(params![job_id, now])? > 0;
+    for (_, state, _) in facts.iter_mut() {
+        if *state == StepState::Waiting {
+            *state = StepState::Queued;
+        }
+    }
+    Ok(released)
+}
+
+/// Re-derives and stores the job's status from its steps.
+pub fn refresh_job(conn: &Connection, job_id: &str, now: Millis) -> Result<JobStatus> {
+    let facts = job_steps(conn, job_id)?;
+    store_status(conn, job_id, facts, now)
+}
+
+/// Derives the job's status from `facts` (all its steps, as they are now) and stores it.
+fn store_status(conn: &Connection, job_id: &str, facts: StepFacts, now: Millis) -> Result<JobStatus> {
     let status = JobStatus::derive(facts);
     let finished_at = status.is_terminal().then_some(now);
     let mut update = conn.prepare_cached(

@@ -81,10 +81,13 @@ impl Builder {
         };
         let app = App::build(&self.config, parts).await.expect("build app");
         let shutdown = CancellationToken::new();
-        let engine = if self.engine {
-            Some(app.start_engine(&shutdown).await.expect("start engine"))
+        let (engine, scheduler) = if self.engine {
+            (
+                Some(app.start_engine(&shutdown).await.expect("start engine")),
+                Some(app.start_scheduler(&shutdown)),
+            )
         } else {
-            None
+            (None, None)
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -109,6 +112,7 @@ impl Builder {
             shutdown,
             server: Some(server),
             engine,
+            scheduler,
             app: Some(app),
         }
     }
@@ -123,6 +127,7 @@ pub struct TestApp {
     shutdown: CancellationToken,
     server: Option<JoinHandle<()>>,
     engine: Option<JoinHandle<()>>,
+    scheduler: Option<JoinHandle<()>>,
     /// Kept so the data directory lock is held while the app lives.
     app: Option<App>,
 }
@@ -130,9 +135,13 @@ pub struct TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
-        for task in [self.server.take(), self.engine.take()]
-            .into_iter()
-            .flatten()
+        for task in [
+            self.server.take(),
+            self.engine.take(),
+            self.scheduler.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             task.abort();
         }
@@ -179,9 +188,13 @@ impl TestApp {
     /// is dropped. Returns the data directory for a successor.
     pub fn kill(mut self) -> Arc<TempDir> {
         self.shutdown.cancel();
-        for task in [self.server.take(), self.engine.take()]
-            .into_iter()
-            .flatten()
+        for task in [
+            self.server.take(),
+            self.engine.take(),
+            self.scheduler.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             task.abort();
         }

@@ -8,8 +8,10 @@ pub mod outage;
 pub mod process;
 pub mod providers;
 pub mod receiver;
+pub mod reddit;
 pub mod served;
 pub mod severable;
+pub mod stackexchange;
 
 pub use harness::{TestApp, eventually};
 pub use mock::{Mock, Reply};
