@@ -16,11 +16,11 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::clock::Millis;
-use crate::schedule::{Schedule, TickFire, TickResult, TickRow};
 use crate::job::{
     Claimed, DeadLetter, DeadLetterFilter, Fence, Job, JobDetail, JobFilter, NewJob, Outcome,
     PageWrite, RecordRow, RetryBudget,
 };
+use crate::schedule::{Schedule, TickFire, TickResult, TickRow};
 
 /// Store errors, mapped from the database's own.
 #[derive(Debug, thiserror::Error)]

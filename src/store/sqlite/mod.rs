@@ -21,11 +21,11 @@ use uuid::Uuid;
 
 use super::{Created, DisabledEndpoint, Error, Result, Snapshot, Store};
 use crate::clock::Millis;
-use crate::schedule::{Schedule, TickFire, TickResult, TickRow};
 use crate::job::{
     Claimed, DeadLetter, DeadLetterFilter, Fence, Job, JobDetail, JobFilter, NewJob, Outcome,
     PageWrite, RecordRow, RetryBudget,
 };
+use crate::schedule::{Schedule, TickFire, TickResult, TickRow};
 use writer::{Wake, Writer};
 
 /// Maps SQLite's errors onto the store's.
@@ -422,13 +422,8 @@ impl Store for SqliteStore {
         from: Millis,
         to: Option<Millis>,
     ) -> Result<bool> {
-        self.write(move |conn| {
-            Ok((
-                schedules::advance(conn, id, version, from, to)?,
-                Wake::No,
-            ))
-        })
-        .await
+        self.write(move |conn| Ok((schedules::advance(conn, id, version, from, to)?, Wake::No)))
+            .await
     }
 
     async fn fire_tick(&self, fire: TickFire) -> Result<TickResult> {
