@@ -37,7 +37,10 @@ pub fn claim(
     );
     let mut statement = conn.prepare_cached(&sql)?;
     let claimed = statement
-        .query_map(params![owner, lease_until, now, limit as i64], RawStep::read)?
+        .query_map(
+            params![owner, lease_until, now, limit as i64],
+            RawStep::read,
+        )?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     if claimed.is_empty() {
         return Ok(claimed);
@@ -387,7 +390,12 @@ pub fn refresh_job(conn: &Connection, job_id: &str, now: Millis) -> Result<JobSt
 }
 
 /// Derives the job's status from `facts` (all its steps, as they are now) and stores it.
-fn store_status(conn: &Connection, job_id: &str, facts: StepFacts, now: Millis) -> Result<JobStatus> {
+fn store_status(
+    conn: &Connection,
+    job_id: &str,
+    facts: StepFacts,
+    now: Millis,
+) -> Result<JobStatus> {
     let status = JobStatus::derive(facts);
     let finished_at = status.is_terminal().then_some(now);
     let mut update = conn.prepare_cached(
