@@ -327,3 +327,50 @@ async fn config_schedules_are_synced_at_start_and_read_only() {
     assert_problem(&third.get("/v1/schedules/from-file").await, 404);
     assert_eq!(jobs(&third).await.len(), 1);
 }
+
+#[tokio::test]
+async fn queue_starts_the_next_run_once_the_previous_one_finished() {
+    let mock = Mock::start().await;
+    mock.set("/slow", Reply::json(200, json!([{"n": 1}])).held());
+    let clock = ManualClock::new(START);
+    let app = app(&clock, None).await;
+    create(
+        &app,
+        &json!({
+            "name": "queued",
+            "cron": "* * * * *",
+            "overlap": "queue",
+            "job": {"sources": [{"connector": "http", "settings": {"url": mock.url("/slow")}}]},
+        }),
+    )
+    .await;
+    clock.advance(MINUTE);
+    wait_for_tick_count(&app, "queued", 1).await;
+    let first = schedule(&app, "queued").await["last_job_id"]
+        .as_str()
+        .expect("job")
+        .to_owned();
+    app.wait_for_job(&first, WAIT, "running", |job| job["status"] == "running")
+        .await;
+    clock.advance(MINUTE);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let view = schedule(&app, "queued").await;
+    assert_eq!(
+        view["ticks"].as_array().map(Vec::len),
+        Some(1),
+        "waiting: {view:#}"
+    );
+    assert_eq!(jobs(&app).await.len(), 1);
+
+    mock.set("/slow", Reply::json(200, json!([{"n": 1}])));
+    mock.release_held();
+    app.wait_for_status(&first, &["succeeded"], WAIT).await;
+    let view = wait_for_tick_count(&app, "queued", 2).await;
+    assert_eq!(view["ticks"][0]["outcome"], "created", "{view:#}");
+    assert_eq!(
+        view["ticks"][0]["tick"],
+        json!(START + 90_000),
+        "the queued tick, late"
+    );
+    assert_eq!(jobs(&app).await.len(), 2);
+}

@@ -180,7 +180,14 @@ impl Store for SqliteStore {
     }
 
     async fn get_job(&self, id: Uuid) -> Result<Option<JobDetail>> {
-        self.read(move |conn| jobs::detail(conn, id)).await
+        self.read(move |conn| {
+            // One read transaction, so the job row, its steps and its attempts come from the
+            // same snapshot (in WAL mode each bare statement sees the latest commit: a job
+            // could read `running` while its steps, read a moment later, have all finished).
+            let snapshot = conn.unchecked_transaction()?;
+            jobs::detail(&snapshot, id)
+        })
+        .await
     }
 
     async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>> {
