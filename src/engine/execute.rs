@@ -18,6 +18,9 @@ use crate::processors::{ProcessorChain, ProcessorSpec};
 use crate::sinks::{Delivery, SourceOutcome};
 use crate::store::{DisabledEndpoint, Error as StoreError};
 
+/// Records read per store round trip when a delivery gathers a job's records.
+const RECORD_BATCH: usize = 10_000;
+
 /// What a collect step runs.
 #[derive(Deserialize)]
 struct CollectConfig {
@@ -559,12 +562,17 @@ async fn deliver(
     loop {
         let batch = context
             .store
-            .job_records(job_id, after, 10_000)
+            .job_records(job_id, after, RECORD_BATCH)
             .await
             .map_err(|error| Err(Stop::from(error)))?;
         let Some(last) = batch.last() else { break };
         after = Some(last.id);
+        let complete = batch.len() < RECORD_BATCH;
         records.extend(batch.into_iter().map(|row| (row.step_id, row.data)));
+        if complete {
+            // A short batch is the last one: no need for a read that comes back empty.
+            break;
+        }
     }
     let collect_steps = || {
         detail

@@ -90,7 +90,7 @@ impl HttpClientFactory {
             .referer(false)
             .dns_resolver(Arc::new(GuardedResolver::new(Arc::clone(&guard))))
             .user_agent(config.user_agent.as_str())
-            .pool_max_idle_per_host(64)
+            .pool_max_idle_per_host(config.max_idle_per_host)
             .tcp_nodelay(true)
             .build()
             .map_err(|e| UpstreamError::Transport {

@@ -44,6 +44,9 @@ pub struct NetConfig {
     pub user_agent: String,
     /// Redirect hops followed before giving up (0 returns the 3xx response as is; capped at 10).
     pub max_redirects: usize,
+    /// Idle keep-alive connections kept per host. At least the engine's concurrency, or bursts
+    /// to one receiver open (and throw away) new connections.
+    pub max_idle_per_host: usize,
 }
 
 impl Default for NetConfig {
@@ -55,6 +58,7 @@ impl Default for NetConfig {
             max_response_bytes: 16 * 1024 * 1024,
             user_agent: concat!("gleaner/", env!("CARGO_PKG_VERSION")).to_owned(),
             max_redirects: 5,
+            max_idle_per_host: 256,
         }
     }
 }
