@@ -27,7 +27,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use gleaner::clock::{Clock, SystemClock};
 use gleaner::config::Config;
 use gleaner::connectors::ConnectorRegistry;
 use gleaner::job::NewJob;
@@ -41,6 +40,11 @@ use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{Table, fmt_ms, load_average, now_ms, percentiles, rate, verdict};
 
 /// Tasks that create jobs in the streaming run.
 const CREATORS: usize = 64;
@@ -57,35 +61,8 @@ fn secret() -> String {
     format!("whsec_{}", BASE64.encode(SIGNING_KEY))
 }
 
-fn now_ms() -> i64 {
-    SystemClock.now()
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-fn rate(count: usize, elapsed: Duration) -> f64 {
-    count as f64 / elapsed.as_secs_f64()
-}
-
 fn fmt_rate(per_second: f64) -> String {
     format!("{per_second:>9.0} deliveries/s")
-}
-
-fn fmt_ms(duration: Duration) -> String {
-    format!("{:.3} ms", duration.as_secs_f64() * 1000.0)
-}
-
-fn verdict(met: bool) -> &'static str {
-    if met { "met" } else { "MISSED" }
 }
 
 /// CPU time of the whole process (bench, engine and receiver together) so far.
@@ -113,79 +90,6 @@ fn cpu_note(since: Duration, count: usize) -> String {
         "CPU/delivery {:.0} µs (whole process, receiver included)",
         spent.as_secs_f64() * 1e6 / count as f64
     )
-}
-
-/// Latency percentiles of a sample.
-struct Percentiles {
-    p50: Duration,
-    p99: Duration,
-    max: Duration,
-}
-
-fn percentiles(mut sample: Vec<Duration>) -> Percentiles {
-    assert!(!sample.is_empty(), "empty latency sample");
-    sample.sort_unstable();
-    let at =
-        |q: f64| sample[((sample.len() as f64 * q).ceil() as usize).clamp(1, sample.len()) - 1];
-    Percentiles {
-        p50: at(0.50),
-        p99: at(0.99),
-        max: at(1.0),
-    }
-}
-
-/// The printed table: section, measure, value, note.
-#[derive(Default)]
-struct Table {
-    rows: Vec<[String; 4]>,
-}
-
-impl Table {
-    fn row(&mut self, section: &str, measure: &str, value: String, note: String) {
-        eprintln!("  {section} | {measure}: {value} {note}");
-        self.rows
-            .push([section.into(), measure.into(), value, note]);
-    }
-
-    fn print(&self) {
-        let widths: Vec<usize> = (0..4)
-            .map(|column| {
-                self.rows
-                    .iter()
-                    .map(|row| row[column].chars().count())
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        let rule: String = widths
-            .iter()
-            .map(|width| "-".repeat(width + 2))
-            .collect::<Vec<_>>()
-            .join("+");
-        println!("{rule}");
-        let mut last_section = "";
-        for row in &self.rows {
-            if !last_section.is_empty() && row[0] != last_section {
-                println!("{rule}");
-            }
-            last_section = &row[0];
-            let cells: Vec<String> = row
-                .iter()
-                .zip(&widths)
-                .enumerate()
-                .map(|(column, (cell, width))| {
-                    let pad = width - cell.chars().count();
-                    if column == 2 {
-                        format!(" {}{} ", " ".repeat(pad), cell)
-                    } else {
-                        format!(" {}{} ", cell, " ".repeat(pad))
-                    }
-                })
-                .collect();
-            println!("{}", cells.join("|"));
-        }
-        println!("{rule}");
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

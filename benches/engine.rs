@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use gleaner::clock::{Clock, SystemClock};
 use gleaner::config::Config;
 use gleaner::connectors::ConnectorRegistry;
 use gleaner::job::spec::{Catalog, JobSpec, SourceSpec};
@@ -29,6 +28,11 @@ use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{Table, fmt_ms, load_average, now_ms, percentiles, rate, verdict};
+
 /// Client tasks (and keep-alive connections) of the concurrent runs.
 const CLIENTS: usize = 64;
 /// How often the store is asked whether every job succeeded.
@@ -36,31 +40,8 @@ const POLL: Duration = Duration::from_millis(50);
 /// Longest any one phase may take before the bench gives up.
 const PHASE_LIMIT: Duration = Duration::from_secs(600);
 
-fn now_ms() -> i64 {
-    SystemClock.now()
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-fn rate(count: usize, elapsed: Duration) -> f64 {
-    count as f64 / elapsed.as_secs_f64()
-}
-
 fn fmt_rate(per_second: f64) -> String {
     format!("{per_second:>9.0} jobs/s")
-}
-
-fn fmt_ms(duration: Duration) -> String {
-    format!("{:.3} ms", duration.as_secs_f64() * 1000.0)
 }
 
 /// CPU time used so far: by the store's writer threads, and by the whole process.
@@ -123,79 +104,6 @@ impl Cpu {
     fn note(self, jobs: usize) -> String {
         let (writer, process) = self.per_job(jobs);
         format!("CPU/job: writer thread {writer:.0} µs, whole process {process:.0} µs")
-    }
-}
-
-/// Latency percentiles of a sample.
-struct Percentiles {
-    p50: Duration,
-    p99: Duration,
-    max: Duration,
-}
-
-fn percentiles(mut sample: Vec<Duration>) -> Percentiles {
-    assert!(!sample.is_empty(), "empty latency sample");
-    sample.sort_unstable();
-    let at =
-        |q: f64| sample[((sample.len() as f64 * q).ceil() as usize).clamp(1, sample.len()) - 1];
-    Percentiles {
-        p50: at(0.50),
-        p99: at(0.99),
-        max: at(1.0),
-    }
-}
-
-/// The printed table: section, measure, value, note.
-#[derive(Default)]
-struct Table {
-    rows: Vec<[String; 4]>,
-}
-
-impl Table {
-    fn row(&mut self, section: &str, measure: &str, value: String, note: String) {
-        eprintln!("  {section} | {measure}: {value} {note}");
-        self.rows
-            .push([section.into(), measure.into(), value, note]);
-    }
-
-    fn print(&self) {
-        let widths: Vec<usize> = (0..4)
-            .map(|column| {
-                self.rows
-                    .iter()
-                    .map(|row| row[column].chars().count())
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        let rule: String = widths
-            .iter()
-            .map(|width| "-".repeat(width + 2))
-            .collect::<Vec<_>>()
-            .join("+");
-        println!("{rule}");
-        let mut last_section = "";
-        for row in &self.rows {
-            if !last_section.is_empty() && row[0] != last_section {
-                println!("{rule}");
-            }
-            last_section = &row[0];
-            let cells: Vec<String> = row
-                .iter()
-                .zip(&widths)
-                .enumerate()
-                .map(|(column, (cell, width))| {
-                    let pad = width - cell.chars().count();
-                    if column == 2 {
-                        format!(" {}{} ", " ".repeat(pad), cell)
-                    } else {
-                        format!(" {}{} ", cell, " ".repeat(pad))
-                    }
-                })
-                .collect();
-            println!("{}", cells.join("|"));
-        }
-        println!("{rule}");
     }
 }
 
@@ -663,10 +571,6 @@ async fn enqueue_sequential(table: &mut Table, total: usize) {
             fmt_ms(p.max)
         ),
     );
-}
-
-fn verdict(met: bool) -> &'static str {
-    if met { "met" } else { "MISSED" }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -29,10 +29,16 @@ async fn logs(
     State(state): State<AppState>,
     ApiQuery(raw): ApiQuery<RawLogQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    let query = log_tail::parse(&raw).map_err(|error| ApiError::BadRequest(error.to_string()))?;
+    stream_log(&state, &raw, "application/x-ndjson")
+}
+
+/// The log lines `raw` selects, streamed as NDJSON under `content_type`.
+pub(super) fn stream_log(
+    state: &AppState,
+    raw: &RawLogQuery,
+    content_type: &'static str,
+) -> ApiResult<impl IntoResponse + use<>> {
+    let query = log_tail::parse(raw).map_err(|error| ApiError::BadRequest(error.to_string()))?;
     let stream = log_tail::tail(state.inner.log_file.clone(), query);
-    Ok((
-        [(CONTENT_TYPE, "application/x-ndjson")],
-        Body::from_stream(stream),
-    ))
+    Ok(([(CONTENT_TYPE, content_type)], Body::from_stream(stream)))
 }

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -15,10 +15,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use futures::StreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::sync::Mutex;
 
+use crate::support::crash::{Acknowledged, DataDir, get_json, post_until_acknowledged, unfinished};
 use crate::support::process::{Endpoint, GleanerProcess, client};
 use crate::support::providers::{GAS, INTERNET, MockProviders, ProvidersConfig};
 use crate::support::receiver::{CallbackReceiver, Delivery, ReceiverConfig};
@@ -77,140 +76,6 @@ fn seed() -> u64 {
 /// Each job has its own callback path, so every delivery names the logical job it is for.
 fn hook_path(index: usize) -> String {
     format!("/hooks/{index:04}")
-}
-
-/// The test's data directory, kept (and its path printed) when the test fails.
-struct DataDir(Option<tempfile::TempDir>);
-
-impl DataDir {
-    fn new() -> Self {
-        Self(Some(tempfile::tempdir().expect("tempdir")))
-    }
-
-    fn path(&self) -> &std::path::Path {
-        self.0.as_ref().expect("data dir").path()
-    }
-}
-
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        if std::thread::panicking()
-            && let Some(dir) = self.0.take()
-        {
-            eprintln!(
-                "callback crash test failed; its files are kept in {}",
-                dir.keep().display()
-            );
-        }
-    }
-}
-
-/// What the submitting clients learned: the id acknowledged for each logical job.
-#[derive(Default)]
-struct Acknowledged {
-    ids: Mutex<HashMap<usize, String>>,
-    /// 202 answers: the job was created by this request.
-    created: AtomicU64,
-    /// 200 `Idempotent-Replayed` answers: an earlier request had stored it, its answer was lost.
-    replayed: AtomicU64,
-    /// Requests that got no answer (connection refused or reset, timeout) or a 5xx.
-    unanswered: AtomicU64,
-}
-
-/// POSTs the seed's body to `/webhook` with an `Idempotency-Key` until it is acknowledged;
-/// returns the job id.
-async fn submit_until_acknowledged(
-    http: &reqwest::Client,
-    endpoint: &Endpoint,
-    token: &str,
-    index: usize,
-    body: &Value,
-    acknowledged: &Acknowledged,
-) -> String {
-    loop {
-        let sent = http
-            .post(endpoint.url("/webhook"))
-            .bearer_auth(token)
-            .header("idempotency-key", format!("callback-crash-{index}"))
-            .json(body)
-            .send()
-            .await;
-        let Ok(response) = sent else {
-            acknowledged.unanswered.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            continue;
-        };
-        let status = response.status();
-        let replayed = response.headers().contains_key("idempotent-replayed");
-        // A body cut off by the kill is no acknowledgement either.
-        let Ok(answer) = response.json::<Value>().await else {
-            acknowledged.unanswered.fetch_add(1, Ordering::Relaxed);
-            continue;
-        };
-        match status {
-            StatusCode::ACCEPTED => {
-                acknowledged.created.fetch_add(1, Ordering::Relaxed);
-            }
-            StatusCode::OK if replayed => {
-                acknowledged.replayed.fetch_add(1, Ordering::Relaxed);
-            }
-            status if status.is_server_error() => {
-                acknowledged.unanswered.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
-            status => panic!("POST /webhook for job {index}: unexpected {status}: {answer}"),
-        }
-        assert_eq!(
-            answer["processing"],
-            json!(["gas", "internet"]),
-            "job {index}: {answer}"
-        );
-        return answer["id"]
-            .as_str()
-            .unwrap_or_else(|| panic!("acknowledged job without id: {answer}"))
-            .to_owned();
-    }
-}
-
-/// GETs `path` until a 2xx answer with a JSON body (the server is stable by then).
-async fn get_json(http: &reqwest::Client, endpoint: &Endpoint, token: &str, path: &str) -> Value {
-    let mut last = String::new();
-    for _ in 0..20 {
-        match http.get(endpoint.url(path)).bearer_auth(token).send().await {
-            Ok(response) if response.status().is_success() => {
-                if let Ok(value) = response.json::<Value>().await {
-                    return value;
-                }
-                last = "undecodable body".into();
-            }
-            Ok(response) => {
-                let status = response.status();
-                let body = response.text().await.unwrap_or_default();
-                panic!("GET {path}: {status}: {body}");
-            }
-            Err(error) => last = error.to_string(),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("GET {path} kept failing: {last}");
-}
-
-/// How many jobs are still queued or running; `None` when the server did not answer.
-async fn unfinished(http: &reqwest::Client, endpoint: &Endpoint, token: &str) -> Option<usize> {
-    let mut count = 0;
-    for status in ["queued", "running"] {
-        let path = format!("/v1/jobs?status={status}&limit=500");
-        let response = http
-            .get(endpoint.url(&path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .ok()?;
-        let page: Value = response.json().await.ok()?;
-        count += page["jobs"].as_array()?.len();
-    }
-    Some(count)
 }
 
 /// Every job id the server lists.
@@ -353,7 +218,7 @@ async fn callback_crash_test_sigkill_loses_no_job_and_no_callback_data() {
         .iter()
         .map(|(key, value)| (key.as_str(), value.as_str()))
         .collect();
-    let dir = DataDir::new();
+    let dir = DataDir::new("callback crash test");
     let mut process = GleanerProcess::start(&dir.path().join("data"), &env).await;
     let endpoint = process.endpoint();
     let token = process.token().to_owned();
@@ -379,15 +244,22 @@ async fn callback_crash_test_sigkill_loses_no_job_and_no_callback_data() {
                     "provider": ["gas", "internet"],
                     "callbackUrl": receiver.url(&hook_path(index)),
                 });
-                let id = submit_until_acknowledged(
+                let answer = post_until_acknowledged(
                     &http,
                     &endpoint,
                     &token,
-                    index,
+                    "/webhook",
+                    &format!("callback-crash-{index}"),
                     &body,
                     &acknowledged,
                 )
                 .await;
+                assert_eq!(
+                    answer["processing"],
+                    json!(["gas", "internet"]),
+                    "job {index}: {answer}"
+                );
+                let id = answer["id"].as_str().expect("id").to_owned();
                 let previous = acknowledged.ids.lock().await.insert(index, id);
                 assert!(previous.is_none(), "job {index} acknowledged twice");
             }

@@ -4,16 +4,15 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::sync::Mutex;
 
+use crate::support::crash::{Acknowledged, DataDir, get_json, post_until_acknowledged, unfinished};
 use crate::support::flaky_source::{FlakyConfig, FlakySource};
 use crate::support::process::{Endpoint, GleanerProcess, client};
 
@@ -62,120 +61,6 @@ fn job_spec(source: &FlakySource, key: &str) -> Value {
     })
 }
 
-/// The test's data directory, kept (and its path printed) when the test fails.
-struct DataDir(Option<tempfile::TempDir>);
-
-impl DataDir {
-    fn new() -> Self {
-        Self(Some(tempfile::tempdir().expect("tempdir")))
-    }
-
-    fn path(&self) -> &std::path::Path {
-        self.0.as_ref().expect("data dir").path()
-    }
-}
-
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        if std::thread::panicking()
-            && let Some(dir) = self.0.take()
-        {
-            eprintln!(
-                "crash test failed; its files are kept in {}",
-                dir.keep().display()
-            );
-        }
-    }
-}
-
-/// What the creating clients learned: the id acknowledged for each logical job.
-#[derive(Default)]
-struct Acknowledged {
-    ids: Mutex<HashMap<usize, String>>,
-    /// 202 answers: the job was created by this request.
-    created: AtomicU64,
-    /// 200 `Idempotent-Replayed` answers: an earlier request had stored it, its answer was lost.
-    replayed: AtomicU64,
-    /// Requests that got no answer (connection refused or reset, timeout) or a 5xx.
-    unanswered: AtomicU64,
-}
-
-/// POSTs `spec` with `Idempotency-Key` until it is acknowledged; returns the job id.
-async fn create_until_acknowledged(
-    http: &reqwest::Client,
-    endpoint: &Endpoint,
-    token: &str,
-    key: &str,
-    spec: &Value,
-    acknowledged: &Acknowledged,
-) -> String {
-    loop {
-        let sent = http
-            .post(endpoint.url("/v1/jobs"))
-            .bearer_auth(token)
-            .header("idempotency-key", format!("crash-{key}"))
-            .json(spec)
-            .send()
-            .await;
-        let response = match sent {
-            Ok(response) => response,
-            Err(_) => {
-                acknowledged.unanswered.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
-        };
-        let status = response.status();
-        let replayed = response.headers().contains_key("idempotent-replayed");
-        // A body cut off by the kill is no acknowledgement either.
-        let Ok(body) = response.json::<Value>().await else {
-            acknowledged.unanswered.fetch_add(1, Ordering::Relaxed);
-            continue;
-        };
-        match status {
-            StatusCode::ACCEPTED => {
-                acknowledged.created.fetch_add(1, Ordering::Relaxed);
-            }
-            StatusCode::OK if replayed => {
-                acknowledged.replayed.fetch_add(1, Ordering::Relaxed);
-            }
-            status if status.is_server_error() => {
-                acknowledged.unanswered.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
-            status => panic!("POST /v1/jobs for {key}: unexpected {status}: {body}"),
-        }
-        return body["id"]
-            .as_str()
-            .unwrap_or_else(|| panic!("acknowledged job without id: {body}"))
-            .to_owned();
-    }
-}
-
-/// GETs `path` until a 2xx answer with a JSON body (the server is stable by then).
-async fn get_json(http: &reqwest::Client, endpoint: &Endpoint, token: &str, path: &str) -> Value {
-    let mut last = String::new();
-    for _ in 0..20 {
-        match http.get(endpoint.url(path)).bearer_auth(token).send().await {
-            Ok(response) if response.status().is_success() => {
-                if let Ok(value) = response.json::<Value>().await {
-                    return value;
-                }
-                last = "undecodable body".into();
-            }
-            Ok(response) => {
-                let status = response.status();
-                let body = response.text().await.unwrap_or_default();
-                panic!("GET {path}: {status}: {body}");
-            }
-            Err(error) => last = error.to_string(),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("GET {path} kept failing: {last}");
-}
-
 /// Every job the server lists, newest first.
 async fn list_all_jobs(http: &reqwest::Client, endpoint: &Endpoint, token: &str) -> Vec<Value> {
     let mut jobs = Vec::new();
@@ -192,23 +77,6 @@ async fn list_all_jobs(http: &reqwest::Client, endpoint: &Endpoint, token: &str)
             None => return jobs,
         }
     }
-}
-
-/// Whether any job is still queued or running.
-async fn unfinished(http: &reqwest::Client, endpoint: &Endpoint, token: &str) -> Option<usize> {
-    let mut count = 0;
-    for status in ["queued", "running"] {
-        let path = format!("/v1/jobs?status={status}&limit=500");
-        let response = http
-            .get(endpoint.url(&path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .ok()?;
-        let page: Value = response.json().await.ok()?;
-        count += page["jobs"].as_array()?.len();
-    }
-    Some(count)
 }
 
 /// What one job's check found.
@@ -304,7 +172,7 @@ async fn crash_test_sigkill_loses_no_acknowledged_job() {
         })
         .await,
     );
-    let dir = DataDir::new();
+    let dir = DataDir::new("crash test");
     let mut process = GleanerProcess::start(&dir.path().join("data"), ENGINE_ENV).await;
     let endpoint = process.endpoint();
     let token = process.token().to_owned();
@@ -332,9 +200,17 @@ async fn crash_test_sigkill_loses_no_acknowledged_job() {
                 }
                 let key = job_key(index);
                 let spec = job_spec(&source, &key);
-                let id =
-                    create_until_acknowledged(&http, &endpoint, &token, &key, &spec, &acknowledged)
-                        .await;
+                let answer = post_until_acknowledged(
+                    &http,
+                    &endpoint,
+                    &token,
+                    "/v1/jobs",
+                    &format!("crash-{key}"),
+                    &spec,
+                    &acknowledged,
+                )
+                .await;
+                let id = answer["id"].as_str().expect("id").to_owned();
                 let previous = acknowledged.ids.lock().await.insert(index, id);
                 assert!(previous.is_none(), "{key} acknowledged twice");
             }

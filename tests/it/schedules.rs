@@ -117,8 +117,9 @@ async fn two_schedulers_on_one_store_make_one_job_per_tick() {
     assert_eq!(jobs(&first).await.len(), 20);
 }
 
-#[tokio::test]
-async fn skip_never_overlaps_a_run_that_outlasts_the_interval() {
+/// A minutely schedule `name` whose job calls a mock that holds its answer, past its first
+/// tick: the first run is running (and stays so until the mock is released).
+async fn first_run_held(name: &str, overlap: &str) -> (Mock, ManualClock, TestApp, String) {
     let mock = Mock::start().await;
     mock.set("/slow", Reply::json(200, json!([{"n": 1}])).held());
     let clock = ManualClock::new(START);
@@ -126,20 +127,27 @@ async fn skip_never_overlaps_a_run_that_outlasts_the_interval() {
     create(
         &app,
         &json!({
-            "name": "slow",
+            "name": name,
             "cron": "* * * * *",
+            "overlap": overlap,
             "job": {"sources": [{"connector": "http", "settings": {"url": mock.url("/slow")}}]},
         }),
     )
     .await;
     clock.advance(MINUTE);
-    wait_for_tick_count(&app, "slow", 1).await;
-    let first = schedule(&app, "slow").await["last_job_id"]
+    wait_for_tick_count(&app, name, 1).await;
+    let first = schedule(&app, name).await["last_job_id"]
         .as_str()
         .expect("job")
         .to_owned();
     app.wait_for_job(&first, WAIT, "running", |job| job["status"] == "running")
         .await;
+    (mock, clock, app, first)
+}
+
+#[tokio::test]
+async fn skip_never_overlaps_a_run_that_outlasts_the_interval() {
+    let (mock, clock, app, first) = first_run_held("slow", "skip").await;
     clock.advance(MINUTE);
     let view = wait_for_tick_count(&app, "slow", 2).await;
     assert_eq!(view["ticks"][0]["outcome"], "skipped_overlap", "{view:#}");
@@ -330,28 +338,7 @@ async fn config_schedules_are_synced_at_start_and_read_only() {
 
 #[tokio::test]
 async fn queue_starts_the_next_run_once_the_previous_one_finished() {
-    let mock = Mock::start().await;
-    mock.set("/slow", Reply::json(200, json!([{"n": 1}])).held());
-    let clock = ManualClock::new(START);
-    let app = app(&clock, None).await;
-    create(
-        &app,
-        &json!({
-            "name": "queued",
-            "cron": "* * * * *",
-            "overlap": "queue",
-            "job": {"sources": [{"connector": "http", "settings": {"url": mock.url("/slow")}}]},
-        }),
-    )
-    .await;
-    clock.advance(MINUTE);
-    wait_for_tick_count(&app, "queued", 1).await;
-    let first = schedule(&app, "queued").await["last_job_id"]
-        .as_str()
-        .expect("job")
-        .to_owned();
-    app.wait_for_job(&first, WAIT, "running", |job| job["status"] == "running")
-        .await;
+    let (mock, clock, app, first) = first_run_held("queued", "queue").await;
     clock.advance(MINUTE);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let view = schedule(&app, "queued").await;

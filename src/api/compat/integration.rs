@@ -12,9 +12,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use axum::Json;
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -29,7 +27,7 @@ use crate::api::extract::{ApiJson, ApiQuery};
 use crate::api::jobs::{self, CreationProblems};
 use crate::job::spec::{JobSpec, RetrySpec, SinkSpec, SourceSpec};
 use crate::job::{JobStatus, StepKind, StepState};
-use crate::observability::log_tail::{self, RawLogQuery};
+use crate::observability::log_tail::RawLogQuery;
 
 /// How long the route waits for its job before answering 202 with the job to poll.
 const WAIT: Duration = Duration::from_secs(20);
@@ -358,12 +356,7 @@ async fn integration_logs(
     State(state): State<AppState>,
     ApiQuery(raw): ApiQuery<RawLogQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    let query = log_tail::parse(&raw).map_err(|error| ApiError::BadRequest(error.to_string()))?;
-    let stream = log_tail::tail(state.inner.log_file.clone(), query);
-    Ok((
-        [(CONTENT_TYPE, "application/ndjson")],
-        Body::from_stream(stream),
-    ))
+    crate::api::logs::stream_log(&state, &raw, "application/ndjson")
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Shared helpers of the black-box tests: the mock upstream and the app harness.
 
+pub mod crash;
 pub mod databox;
 pub mod flaky_source;
 pub mod harness;
