@@ -44,7 +44,7 @@ use uuid::Uuid;
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{Table, fmt_ms, load_average, now_ms, percentiles, rate, verdict};
+use common::{Table, fmt_ms, jobs_with_status, load_average, now_ms, percentiles, rate, verdict};
 
 /// Tasks that create jobs in the streaming run.
 const CREATORS: usize = 64;
@@ -354,20 +354,6 @@ async fn create_many(
         created.extend(worker.await.expect("creating task"));
     }
     (created, started.elapsed())
-}
-
-/// Jobs with `status`, and jobs failed, dead or cancelled, from the store's snapshot.
-async fn jobs_with_status(store: &SharedStore, status: &str) -> (u64, u64) {
-    let snapshot = store.snapshot(now_ms()).await.expect("snapshot");
-    let count = |wanted: &[&str]| {
-        snapshot
-            .jobs_by_status
-            .iter()
-            .filter(|(status, _)| wanted.contains(&status.as_str()))
-            .map(|(_, count)| count)
-            .sum::<u64>()
-    };
-    (count(&[status]), count(&["failed", "dead", "cancelled"]))
 }
 
 /// Waits until the receiver answered `delivered` requests (more than that: a duplicate) and

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{Table, fmt_ms, load_average, now_ms, percentiles, rate, verdict};
+use common::{Table, fmt_ms, jobs_with_status, load_average, now_ms, percentiles, rate, verdict};
 
 /// Client tasks (and keep-alive connections) of the concurrent runs.
 const CLIENTS: usize = 64;
@@ -390,20 +390,6 @@ async fn post_many(server: &Server, total: usize, clients: usize) -> (Vec<Durati
         latencies.extend(task.await.expect("client task"));
     }
     (latencies, started.elapsed())
-}
-
-/// Jobs per status, from the store's snapshot: (with `status`, failed or dead or cancelled).
-async fn jobs_with_status(store: &SharedStore, status: &str) -> (u64, u64) {
-    let snapshot = store.snapshot(now_ms()).await.expect("snapshot");
-    let count = |wanted: &[&str]| {
-        snapshot
-            .jobs_by_status
-            .iter()
-            .filter(|(status, _)| wanted.contains(&status.as_str()))
-            .map(|(_, count)| count)
-            .sum::<u64>()
-    };
-    (count(&[status]), count(&["failed", "dead", "cancelled"]))
 }
 
 /// How waiting for the drain went.

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use gleaner::clock::{Clock, SystemClock};
+use gleaner::store::SharedStore;
 
 pub fn now_ms() -> i64 {
     SystemClock.now()
@@ -105,4 +106,18 @@ impl Table {
         }
         println!("{rule}");
     }
+}
+
+/// Jobs per status, from the store's snapshot: (with `status`, failed or dead or cancelled).
+pub async fn jobs_with_status(store: &SharedStore, status: &str) -> (u64, u64) {
+    let snapshot = store.snapshot(now_ms()).await.expect("snapshot");
+    let count = |wanted: &[&str]| {
+        snapshot
+            .jobs_by_status
+            .iter()
+            .filter(|(status, _)| wanted.contains(&status.as_str()))
+            .map(|(_, count)| count)
+            .sum::<u64>()
+    };
+    (count(&[status]), count(&["failed", "dead", "cancelled"]))
 }

@@ -17,7 +17,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
-use crate::support::crash::{Acknowledged, DataDir, get_json, post_until_acknowledged, unfinished};
+use crate::support::crash::{
+    Acknowledged, DataDir, get_json, post_until_acknowledged, unfinished, wait_until_settled,
+};
 use crate::support::process::{Endpoint, GleanerProcess, client};
 use crate::support::providers::{GAS, INTERNET, MockProviders, ProvidersConfig};
 use crate::support::receiver::{CallbackReceiver, Delivery, ReceiverConfig};
@@ -300,17 +302,15 @@ async fn callback_crash_test_sigkill_loses_no_job_and_no_callback_data() {
     let creation_finished_after = started.elapsed();
 
     // Every acknowledged job reaches a terminal status, without further kills.
-    loop {
-        process.assert_running();
-        match unfinished(&http, &endpoint, &token).await {
-            Some(0) => break,
-            left => assert!(
-                last_restart.elapsed() < SETTLE_TIMEOUT,
-                "jobs still unfinished {SETTLE_TIMEOUT:?} after the last restart: {left:?}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_settled(
+        &mut process,
+        &http,
+        &token,
+        last_restart,
+        SETTLE_TIMEOUT,
+        Duration::from_millis(100),
+    )
+    .await;
     let settled_after = started.elapsed();
 
     // No job lost, none stored twice, none that nobody acknowledged.

@@ -12,7 +12,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
-use crate::support::crash::{Acknowledged, DataDir, get_json, post_until_acknowledged, unfinished};
+use crate::support::crash::{
+    Acknowledged, DataDir, get_json, post_until_acknowledged, unfinished, wait_until_settled,
+};
 use crate::support::flaky_source::{FlakyConfig, FlakySource};
 use crate::support::process::{Endpoint, GleanerProcess, client};
 
@@ -267,17 +269,15 @@ async fn crash_test_sigkill_loses_no_acknowledged_job() {
     let creation_finished_after = creation_finished_after.unwrap_or_else(|| started.elapsed());
 
     // Every acknowledged job reaches a terminal status, without further kills.
-    loop {
-        process.assert_running();
-        match unfinished(&http, &endpoint, &token).await {
-            Some(0) => break,
-            left => assert!(
-                last_restart.elapsed() < SETTLE_TIMEOUT,
-                "jobs still unfinished {SETTLE_TIMEOUT:?} after the last restart: {left:?}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_until_settled(
+        &mut process,
+        &http,
+        &token,
+        last_restart,
+        SETTLE_TIMEOUT,
+        Duration::from_millis(250),
+    )
+    .await;
     let settled_after = started.elapsed();
 
     let ids = acknowledged.ids.lock().await.clone();

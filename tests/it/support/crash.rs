@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use super::process::Endpoint;
+use super::process::{Endpoint, GleanerProcess};
 
 /// The test's data directory, kept (and its path printed) when the test fails.
 pub struct DataDir {
@@ -152,4 +152,28 @@ pub async fn unfinished(http: &reqwest::Client, endpoint: &Endpoint, token: &str
         count += page["jobs"].as_array()?.len();
     }
     Some(count)
+}
+
+/// Waits, without further kills, until no job is queued or running; fails when that takes
+/// longer than `timeout` after `last_restart` or the process dies.
+pub async fn wait_until_settled(
+    process: &mut GleanerProcess,
+    http: &reqwest::Client,
+    token: &str,
+    last_restart: std::time::Instant,
+    timeout: Duration,
+    poll: Duration,
+) {
+    let endpoint = process.endpoint();
+    loop {
+        process.assert_running();
+        match unfinished(http, &endpoint, token).await {
+            Some(0) => return,
+            left => assert!(
+                last_restart.elapsed() < timeout,
+                "jobs still unfinished {timeout:?} after the last restart: {left:?}"
+            ),
+        }
+        tokio::time::sleep(poll).await;
+    }
 }
