@@ -13,6 +13,7 @@ pub mod engine;
 pub mod job;
 pub mod net;
 pub mod observability;
+pub mod pipelines;
 pub mod processors;
 pub mod schedule;
 pub mod server;

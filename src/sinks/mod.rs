@@ -7,6 +7,7 @@ pub mod callback;
 pub mod databox;
 mod file;
 mod registry;
+pub mod sql;
 
 use std::path::PathBuf;
 use std::sync::Arc;
