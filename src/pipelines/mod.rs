@@ -1,6 +1,8 @@
 //! Pipelines: long-lived jobs whose stages (source → processors → sinks) are connected by
 //! bounded, durable queues.
 
+mod error;
 pub mod spec;
 
+pub use error::StageError;
 pub use spec::PipelineSpec;
