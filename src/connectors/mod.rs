@@ -6,6 +6,7 @@
 
 pub mod datahog;
 pub mod http;
+pub mod message_source;
 pub mod metric;
 mod noop;
 pub mod reddit;

@@ -30,6 +30,7 @@ impl ConnectorRegistry {
         Self::with(vec![
             Arc::new(super::http::HttpConnector) as SharedConnector,
             Arc::new(super::NoopConnector),
+            Arc::new(super::message_source::MessageSourceConnector),
             Arc::new(DatahogConnector::new(config.datahog.clone())),
             Arc::new(StackOverflowConnector::new(config.stackoverflow.clone())),
             Arc::new(RedditConnector::new(config.reddit.clone())),

@@ -65,11 +65,25 @@ impl CappedResponse {
         if (200..300).contains(&self.status) {
             return Ok(self);
         }
-        Err(UpstreamError::Status {
+        Err(self.status_error())
+    }
+
+    /// Passes only responses with exactly `status` (an API whose contract names one success
+    /// code); any other, 2xx included, becomes [`UpstreamError::Status`] as in
+    /// [`Self::error_for_status`].
+    pub fn expect_status(self, status: u16) -> Result<Self, UpstreamError> {
+        if self.status == status {
+            return Ok(self);
+        }
+        Err(self.status_error())
+    }
+
+    fn status_error(&self) -> UpstreamError {
+        UpstreamError::Status {
             status: self.status,
             body: body_excerpt(&self.body),
             retry_after: parse_retry_after(&self.headers, SystemTime::now()),
-        })
+        }
     }
 }
 

@@ -24,6 +24,19 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 /// How many bytes of an error response body are kept in [`UpstreamError::Status`].
 const EXCERPT_BYTES: usize = 1024;
 
+/// Request headers that settings may not set: they frame the request or name its target.
+pub const RESERVED_HEADERS: [&str; 9] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+    "proxy-authorization",
+];
+
 /// Settings of the outgoing HTTP client factory.
 ///
 /// Everything has a safe default: nothing allow-listed, bounded timeouts and response size.

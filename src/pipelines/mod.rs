@@ -2,6 +2,7 @@
 //! bounded, durable queues.
 
 mod error;
+pub mod http;
 pub mod spec;
 
 pub use error::StageError;

@@ -17,21 +17,8 @@ use super::urls::{
     set_query_param,
 };
 use crate::connectors::{ConnectorContext, Error, Page, json_type};
-use crate::net::CappedResponse;
+use crate::net::{CappedResponse, RESERVED_HEADERS};
 use crate::processors::jq::JqFilter;
-
-/// Headers the settings may not set: they frame the request or name its target.
-const RESERVED_HEADERS: [&str; 9] = [
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "upgrade",
-    "te",
-    "trailer",
-    "keep-alive",
-    "proxy-authorization",
-];
 
 /// Settings checked and compiled for one call.
 #[derive(Debug)]
