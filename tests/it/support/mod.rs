@@ -6,6 +6,7 @@ pub mod flaky_source;
 pub mod harness;
 pub mod mock;
 pub mod outage;
+pub mod pipeline_mocks;
 pub mod process;
 pub mod providers;
 pub mod receiver;
