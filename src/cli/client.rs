@@ -1,12 +1,13 @@
-//! `gleaner jobs …`: a thin client of a running server's API. The address comes from `--url`,
-//! `GLEANER_URL`, or `<data_dir>/listen.addr`; the token from `--token`, `GLEANER_TOKEN`, or
-//! `<data_dir>/admin-token`.
+//! `gleaner jobs …` and `pipeline import --create`: a thin client of a running server's API.
+//! The address comes from `--url`, `GLEANER_URL`, or `<data_dir>/listen.addr`; the token from
+//! `--token`, `GLEANER_TOKEN`, or `<data_dir>/admin-token`.
 
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
 use crate::config::Config;
 
+/// Which server to talk to, and as whom.
 #[derive(Debug, Args)]
 pub struct Target {
     /// Base URL of the server, e.g. http://127.0.0.1:8080.
@@ -50,14 +51,14 @@ pub enum JobsCommand {
     },
 }
 
-struct Api {
+pub(super) struct Api {
     base: String,
     token: String,
     http: reqwest::Client,
 }
 
 impl Api {
-    fn new(config: &Config, target: Target) -> anyhow::Result<Self> {
+    pub(super) fn new(config: &Config, target: Target) -> anyhow::Result<Self> {
         let base = match target.url {
             Some(url) => url,
             None => {
@@ -98,13 +99,29 @@ impl Api {
         path: &str,
         query: &[(&str, String)],
     ) -> anyhow::Result<Value> {
-        let response = self
+        let request = self
             .http
             .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .query(query)
-            .send()
-            .await?;
+            .query(query);
+        self.send(request).await
+    }
+
+    /// Sends `body` as JSON and returns the answer, or an error with the problem's detail.
+    pub(super) async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &Value,
+    ) -> anyhow::Result<Value> {
+        let request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .json(body);
+        self.send(request).await
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let response = request.bearer_auth(&self.token).send().await?;
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if !status.is_success() {

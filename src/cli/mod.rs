@@ -3,6 +3,7 @@
 
 mod client;
 mod connectors;
+mod pipeline;
 mod run;
 mod settings;
 mod store;
@@ -47,6 +48,9 @@ pub enum Command {
     /// Jobs on a running server.
     #[command(subcommand)]
     Jobs(client::JobsCommand),
+    /// Pipeline definitions.
+    #[command(subcommand)]
+    Pipeline(pipeline::PipelineCommand),
     /// Verify the store's integrity.
     CheckStore,
     /// API tokens.
@@ -89,6 +93,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run::run(&config, args).await?,
         Command::Connectors(command) => connectors::run(&config, command).await?,
         Command::Jobs(command) => client::run(&config, command).await?,
+        Command::Pipeline(command) => pipeline::run(&config, command).await?,
         Command::CheckStore => store::check(&config).await?,
         Command::Token(command) => store::token(&config, command).await?,
         Command::Openapi => {

@@ -3,6 +3,7 @@
 
 mod error;
 pub mod http;
+pub mod import;
 pub mod spec;
 
 pub use error::StageError;
