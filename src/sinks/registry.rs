@@ -30,6 +30,7 @@ impl SinkRegistry {
             Arc::new(super::StdoutSink),
             Arc::new(super::CallbackSink::new(config.callback.clone())),
             Arc::new(super::DataboxSink::new(config.databox.clone())),
+            Arc::new(super::sql::SqlJobSink::new()),
         ])
     }
 
