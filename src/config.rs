@@ -41,6 +41,9 @@ pub struct Config {
     /// Schedules defined in the file (`[[schedule]]`); they replace their stored copies at
     /// every start, and are removed from the store when removed from the file.
     pub schedule: Vec<crate::schedule::ScheduleSpec>,
+    /// Pipelines defined in the file (`[[pipeline]]`); they replace their stored definitions
+    /// at every start (keeping checkpoint and queues), and are stopped when removed.
+    pub pipeline: Vec<crate::pipelines::PipelineSpec>,
 }
 
 impl Default for Config {
@@ -57,6 +60,7 @@ impl Default for Config {
             stackoverflow: StackOverflowConfig::default(),
             reddit: RedditConfig::default(),
             schedule: Vec::new(),
+            pipeline: Vec::new(),
         }
     }
 }

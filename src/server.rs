@@ -19,6 +19,7 @@ use crate::connectors::{ConnectorContext, ConnectorRegistry};
 use crate::engine::{Breakers, Dispatcher, EngineContext, Maintenance};
 use crate::net::HttpClientFactory;
 use crate::observability::{Telemetry, logging};
+use crate::pipelines::{PipelineContext, PipelineManager};
 use crate::schedule::scheduler::{Scheduler, SchedulerContext};
 use crate::sinks::{SinkContext, SinkRegistry, SinkValidation};
 use crate::store::SharedStore;
@@ -45,6 +46,8 @@ pub enum Error {
     Serve(std::io::Error),
     #[error("schedule in the configuration: {0}")]
     Schedule(#[from] crate::schedule::scheduler::AcceptError),
+    #[error("pipeline in the configuration: {0}")]
+    Pipeline(#[from] crate::pipelines::accept::SyncError),
 }
 
 /// What one process does: serve the API, run the workers, run the scheduler (all by default).
@@ -73,6 +76,8 @@ pub struct App {
     pub engine: EngineContext,
     pub scheduler: SchedulerContext,
     pub store: SharedStore,
+    /// Runs the pipelines while the engine runs (worker role).
+    pub pipelines: Arc<PipelineManager>,
     /// Held for the process lifetime when this process is the data directory's only user.
     lock: Option<Flock<File>>,
 }
@@ -188,6 +193,16 @@ impl App {
             changed: Arc::new(tokio::sync::Notify::new()),
         };
         crate::schedule::scheduler::sync_config(&scheduler, &config.schedule).await?;
+        crate::pipelines::accept::sync_config(&store, &connectors, &config.pipeline, clock.now())
+            .await?;
+        let pipelines = PipelineManager::new(PipelineContext {
+            store: store.clone(),
+            clock: clock.clone(),
+            connectors: connectors.clone(),
+            connector_context: connector_context.clone(),
+            limits: crate::net::UpstreamLimits::new(&config.net.rate_limits),
+            data_dir: config.data_dir.clone(),
+        });
         let state = AppState::new(StateInner {
             scheduler: scheduler.clone(),
             store: store.clone(),
@@ -204,12 +219,14 @@ impl App {
             data_dir: config.data_dir.clone(),
             log_file: logging::log_file(&config.data_dir),
             tokens: auth::TokenCache::default(),
+            pipelines: pipelines.clone(),
         });
         Ok(Self {
             state,
             engine,
             scheduler,
             store,
+            pipelines,
             lock,
         })
     }
@@ -247,9 +264,15 @@ impl App {
         }
         let dispatcher = Dispatcher::new(self.engine.clone());
         tracing::info!(owner = dispatcher.owner(), "workers started");
-        let (dispatch_stop, upkeep_stop) = (shutdown.clone(), shutdown.clone());
+        let (dispatch_stop, upkeep_stop, pipelines_stop) =
+            (shutdown.clone(), shutdown.clone(), shutdown.clone());
+        let pipelines = self.pipelines.clone();
         Ok(tokio::spawn(async move {
-            tokio::join!(dispatcher.run(dispatch_stop), maintenance.run(upkeep_stop));
+            tokio::join!(
+                dispatcher.run(dispatch_stop),
+                maintenance.run(upkeep_stop),
+                pipelines.run(pipelines_stop)
+            );
         }))
     }
 

@@ -65,7 +65,7 @@ async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
 }
 
 /// Prometheus metrics in the OpenMetrics text format: jobs by status, steps by state, queue
-/// depth, dead letters, circuit breakers, attempts, step latency, HTTP requests.
+/// depth, dead letters, circuit breakers, attempts, step latency, HTTP requests, pipeline stages.
 #[utoipa::path(get, path = "/metrics", tag = "health",
     responses((status = 200, content_type = "application/openmetrics-text", body = String)))]
 async fn metrics(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
@@ -77,6 +77,7 @@ async fn metrics(State(state): State<AppState>) -> ApiResult<impl IntoResponse> 
         .into_iter()
         .map(|view| (view.key, view.state.as_str().to_owned()))
         .collect();
+    snapshot.pipeline_stages = super::pipelines::samples(&state).await?;
     let body = state.inner.telemetry.render(&snapshot);
     Ok(([(CONTENT_TYPE, METRICS_CONTENT_TYPE)], body))
 }

@@ -16,6 +16,7 @@ mod extract;
 mod health;
 mod jobs;
 mod logs;
+mod pipelines;
 mod schedules;
 
 use std::path::PathBuf;
@@ -68,6 +69,8 @@ pub struct StateInner {
     pub breakers: crate::engine::Breakers,
     /// What schedule routes need to accept schedules and wake the scheduler.
     pub scheduler: crate::schedule::scheduler::SchedulerContext,
+    /// The pipelines running in this process (none unless it has the worker role).
+    pub pipelines: std::sync::Arc<crate::pipelines::PipelineManager>,
 }
 
 impl AppState {
@@ -124,6 +127,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .merge(dead_letters::routes())
         .merge(endpoints::routes())
         .merge(schedules::routes())
+        .merge(pipelines::routes())
         .merge(health::routes())
         .merge(logs::routes())
         .merge(compat::routes())

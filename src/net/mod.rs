@@ -6,10 +6,12 @@
 
 mod client;
 mod guard;
+pub mod rate_limit;
 mod resolver;
 
 pub use client::{CappedResponse, HttpClientFactory};
 pub use guard::AddressGuard;
+pub use rate_limit::{RateLimiter, RateWindow, UpstreamLimits};
 pub use resolver::GuardedResolver;
 
 use std::time::{Duration, SystemTime};
@@ -60,6 +62,9 @@ pub struct NetConfig {
     /// Idle keep-alive connections kept per host. At least the engine's concurrency, or bursts
     /// to one receiver open (and throw away) new connections.
     pub max_idle_per_host: usize,
+    /// Request limits per upstream origin, shared by every pipeline stage calling it:
+    /// `"https://api.example.com" = [{limit = 10, per = "1s"}, {limit = 1000, per = "1m"}]`.
+    pub rate_limits: std::collections::BTreeMap<String, Vec<RateWindow>>,
 }
 
 impl Default for NetConfig {
@@ -72,6 +77,7 @@ impl Default for NetConfig {
             user_agent: concat!("gleaner/", env!("CARGO_PKG_VERSION")).to_owned(),
             max_redirects: 5,
             max_idle_per_host: 256,
+            rate_limits: Default::default(),
         }
     }
 }

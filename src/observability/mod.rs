@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 pub use log_tail::{LogQuery, RawLogQuery};
 pub use logging::LogGuard;
-pub use telemetry::{CONTENT_TYPE, StoreSnapshot, Telemetry};
+pub use telemetry::{CONTENT_TYPE, PipelineStageSample, StoreSnapshot, Telemetry};
 
 /// Logging settings (the `[log]` config section).
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -89,6 +89,23 @@ pub struct StoreSnapshot {
     /// Circuit breakers that have seen failures, as `(key, state)`
     /// (`gleaner_circuit_breaker{key, state} 1`); filled from the engine, not the store.
     pub breakers: Vec<(String, String)>,
+    /// One sample per pipeline stage; filled from the pipelines, not the store's snapshot.
+    pub pipeline_stages: Vec<PipelineStageSample>,
+}
+
+/// A pipeline stage's counters (`gleaner_pipeline_messages_total{pipeline, stage, outcome}`),
+/// and, while it runs in this process, its queue depth (`gleaner_pipeline_queue_depth`) and
+/// rate-limit waits (`gleaner_pipeline_rate_limit_wait_seconds_total`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PipelineStageSample {
+    pub pipeline: String,
+    pub stage: String,
+    pub entered: u64,
+    pub done: u64,
+    pub retried: u64,
+    pub dead: u64,
+    pub depth: Option<u64>,
+    pub waited_ms: u64,
 }
 
 /// Handle to gleaner's metrics; cheap to clone (one `Arc`), safe to use from any thread.
@@ -333,8 +350,75 @@ impl Collector for SnapshotCollector {
             let labels = [("key", key.as_str()), ("state", state.as_str())];
             breakers.encode_family(&labels)?.encode_gauge(&1u64)?;
         }
-        Ok(())
+        drop(breakers);
+        encode_pipelines(&mut encoder, &snapshot.pipeline_stages)
     }
+}
+
+/// The pipeline families: durable counters by outcome, live depths and waits.
+fn encode_pipelines(
+    encoder: &mut DescriptorEncoder,
+    stages: &[PipelineStageSample],
+) -> fmt::Result {
+    let mut messages = encoder.encode_descriptor(
+        "pipeline_messages",
+        "Messages by pipeline, stage and outcome (entered, done, retried, dead).",
+        None,
+        MetricType::Counter,
+    )?;
+    for sample in stages {
+        for (outcome, value) in [
+            ("entered", sample.entered),
+            ("done", sample.done),
+            ("retried", sample.retried),
+            ("dead", sample.dead),
+        ] {
+            let labels = [
+                ("pipeline", sample.pipeline.as_str()),
+                ("stage", sample.stage.as_str()),
+                ("outcome", outcome),
+            ];
+            messages
+                .encode_family(&labels)?
+                .encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(&value, None)?;
+        }
+    }
+    drop(messages);
+    let mut depth = encoder.encode_descriptor(
+        "pipeline_queue_depth",
+        "Messages queued, retrying or in flight at a running pipeline stage.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for sample in stages {
+        if let Some(value) = sample.depth {
+            let labels = [
+                ("pipeline", sample.pipeline.as_str()),
+                ("stage", sample.stage.as_str()),
+            ];
+            depth.encode_family(&labels)?.encode_gauge(&value)?;
+        }
+    }
+    drop(depth);
+    let mut waits = encoder.encode_descriptor(
+        "pipeline_rate_limit_wait_seconds",
+        "Time a running pipeline stage waited for its rate limits.",
+        None,
+        MetricType::Counter,
+    )?;
+    for sample in stages.iter().filter(|sample| sample.depth.is_some()) {
+        let labels = [
+            ("pipeline", sample.pipeline.as_str()),
+            ("stage", sample.stage.as_str()),
+        ];
+        waits
+            .encode_family(&labels)?
+            .encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(
+                &(sample.waited_ms as f64 / 1000.0),
+                None,
+            )?;
+    }
+    Ok(())
 }
 
 /// Encodes a gauge family with one label, one sample per `(label value, count)` pair.
@@ -364,6 +448,16 @@ mod tests {
             queue_depth: 5,
             dead_letters: 1,
             breakers: vec![("host http://a:80".to_owned(), "open".to_owned())],
+            pipeline_stages: vec![PipelineStageSample {
+                pipeline: "p".into(),
+                stage: "storage".into(),
+                entered: 10,
+                done: 9,
+                retried: 4,
+                dead: 1,
+                depth: Some(0),
+                waited_ms: 1500,
+            }],
         }
     }
 
@@ -429,6 +523,9 @@ mod tests {
             "gleaner_queue_depth 5\n",
             "gleaner_dead_letters 1\n",
             "gleaner_circuit_breaker{key=\"host http://a:80\",state=\"open\"} 1\n",
+            "gleaner_pipeline_messages_total{pipeline=\"p\",stage=\"storage\",outcome=\"dead\"} 1\n",
+            "gleaner_pipeline_queue_depth{pipeline=\"p\",stage=\"storage\"} 0\n",
+            "gleaner_pipeline_rate_limit_wait_seconds_total{pipeline=\"p\",stage=\"storage\"} 1.5\n",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
         }

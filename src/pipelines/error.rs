@@ -54,3 +54,20 @@ impl From<UpstreamError> for StageError {
         }
     }
 }
+
+impl StageError {
+    /// A source connector's failure, classified the same way.
+    pub fn from_connector(error: &crate::connectors::Error) -> Self {
+        let (retryable, retry_after) = match error.retryability() {
+            Retryability::Retry { after } => (true, after),
+            Retryability::Permanent => (false, None),
+        };
+        Self {
+            message: error.to_string(),
+            retryable,
+            retry_after,
+            http_status: error.http_status(),
+            response: error.response_excerpt().map(str::to_owned),
+        }
+    }
+}

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::config::duration;
+pub use crate::net::RateWindow;
 
 /// Most processors or sinks one pipeline may hold.
 pub const MAX_STAGES: usize = 16;
@@ -89,15 +90,6 @@ fn default_max_backoff() -> Duration {
 
 fn is_default_max_backoff(value: &Duration) -> bool {
     *value == default_max_backoff()
-}
-
-/// At most `limit` requests in any span of `per`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateWindow {
-    pub limit: u32,
-    #[serde(with = "duration")]
-    pub per: Duration,
 }
 
 /// How often and how patiently a message is retried at a stage before it is dead-lettered.

@@ -80,6 +80,15 @@ pub struct ScheduleSpec {
     pub paused: bool,
 }
 
+/// Whether `name` is a valid schedule or pipeline name: 1–100 letters, digits, `-`, `_`, `.`.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 fn utc() -> String {
     "UTC".into()
 }
@@ -164,13 +173,7 @@ impl Ticks {
 impl ScheduleSpec {
     /// Checks everything but the job template (which the caller plans against the catalog).
     pub fn check(&self) -> Result<Ticks, ScheduleError> {
-        let name_ok = !self.name.is_empty()
-            && self.name.len() <= 100
-            && self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !name_ok {
+        if !is_valid_name(&self.name) {
             return Err(ScheduleError::Name);
         }
         if !(1..=MAX_CATCH_UP).contains(&self.catch_up_max) {

@@ -20,6 +20,10 @@ use crate::job::{
     Claimed, DeadLetter, DeadLetterFilter, Fence, Job, JobDetail, JobFilter, NewJob, Outcome,
     PageWrite, RecordRow, RetryBudget,
 };
+use crate::pipelines::model::{
+    DeadMessage, Pipeline, PipelineDeadLetter, PipelineState, QueuedMessage, SourcePage,
+    StageCounters,
+};
 use crate::schedule::{Schedule, TickFire, TickResult, TickRow};
 
 /// Store errors, mapped from the database's own.
@@ -162,6 +166,76 @@ pub trait Store: Send + Sync {
     async fn insert_token(&self, id: &str, name: &str, hash: &str, now: Millis) -> Result<()>;
     async fn token_exists(&self, hash: &str) -> Result<bool>;
     async fn token_count(&self) -> Result<u64>;
+
+    /// Inserts a pipeline; `Conflict` when its name is taken.
+    async fn create_pipeline(&self, pipeline: &Pipeline) -> Result<()>;
+    /// Replaces a pipeline's definition and state, keeping its checkpoint and queues;
+    /// `Conflict` when the name is taken or removed stages still hold messages.
+    async fn replace_pipeline(&self, pipeline: &Pipeline) -> Result<()>;
+    /// Deletes a pipeline with its queued messages, counters and dead letters.
+    async fn delete_pipeline(&self, id: Uuid) -> Result<bool>;
+    /// A pipeline by id or name.
+    async fn get_pipeline(&self, key: &str) -> Result<Option<Pipeline>>;
+    async fn list_pipelines(&self) -> Result<Vec<Pipeline>>;
+    async fn set_pipeline_state(&self, id: Uuid, state: PipelineState, now: Millis) -> Result<()>;
+    /// Commits a source page's messages and the source's new checkpoint together.
+    async fn commit_source_page(
+        &self,
+        id: Uuid,
+        page: SourcePage,
+        now: Millis,
+    ) -> Result<Vec<QueuedMessage>>;
+    /// A processor finished a message: it leaves `stage`, its outputs enter `to`. `NotFound`
+    /// when the message is no longer at `stage`.
+    async fn advance_message(
+        &self,
+        id: Uuid,
+        message: i64,
+        stage: u32,
+        outputs: Vec<serde_json::Value>,
+        to: Vec<u32>,
+        now: Millis,
+    ) -> Result<Vec<QueuedMessage>>;
+    /// A sink stored these messages; returns how many were still queued.
+    async fn complete_messages(&self, id: Uuid, stage: u32, messages: Vec<i64>) -> Result<u64>;
+    /// Records a failed attempt of a message, to be retried at `next_at`.
+    async fn retry_message(
+        &self,
+        id: Uuid,
+        message: i64,
+        stage: u32,
+        attempts: u32,
+        next_at: Millis,
+        error: String,
+    ) -> Result<()>;
+    /// Moves a message into the pipeline's dead letters.
+    async fn dead_letter_message(
+        &self,
+        id: Uuid,
+        message: QueuedMessage,
+        dead: DeadMessage,
+        now: Millis,
+    ) -> Result<()>;
+    /// Every message queued in a pipeline, oldest first.
+    async fn pipeline_messages(&self, id: Uuid) -> Result<Vec<QueuedMessage>>;
+    /// The durable counters of each stage, by stage index (0 is the source).
+    async fn pipeline_counters(&self, id: Uuid) -> Result<Vec<(u32, StageCounters)>>;
+    /// Dead letters with an id above `after`, oldest first.
+    async fn pipeline_dead_letters(
+        &self,
+        id: Uuid,
+        after: i64,
+        limit: usize,
+        pending: bool,
+    ) -> Result<Vec<PipelineDeadLetter>>;
+    /// Queues dead letters again at their stage (all pending ones when `ids` is `None`).
+    async fn replay_pipeline_dead_letters(
+        &self,
+        id: Uuid,
+        ids: Option<Vec<i64>>,
+        stages: u32,
+        now: Millis,
+    ) -> Result<Vec<QueuedMessage>>;
 }
 
 /// A callback endpoint that answered `410 Gone`.

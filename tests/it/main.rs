@@ -13,6 +13,8 @@ mod engine;
 mod integration;
 mod metrics_sources;
 mod outages;
+mod pipeline_crash;
+mod pipelines;
 mod readme;
 mod schedules;
 mod ssrf;

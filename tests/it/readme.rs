@@ -63,3 +63,26 @@ async fn the_rust_schedule_example_works() {
         "{schedule:#}"
     );
 }
+
+/// The README's `[[pipeline]]` example loads as configuration and passes validation.
+#[test]
+fn the_pipeline_example_is_valid_configuration() {
+    let readme = include_str!("../../README.md");
+    let marker = "<!-- readme:pipeline-toml -->";
+    let after = &readme[readme.find(marker).expect("marker in README") + marker.len()..];
+    let start = after.find("```toml\n").expect("toml block") + "```toml\n".len();
+    let end = start + after[start..].find("```").expect("end of block");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("gleaner.toml");
+    std::fs::write(&file, &after[start..end]).expect("write");
+    let config = gleaner::config::Config::load(Some(&file), &Default::default())
+        .expect("the README's pipeline loads");
+    assert_eq!(config.pipeline.len(), 1);
+    let spec = &config.pipeline[0];
+    assert_eq!((spec.processors.len(), spec.sinks.len()), (1, 2));
+    gleaner::pipelines::accept::validate(
+        spec,
+        &gleaner::connectors::ConnectorRegistry::builtin(&config),
+    )
+    .expect("the README's pipeline is valid");
+}

@@ -337,6 +337,7 @@ pub fn snapshot(conn: &Connection, now: Millis) -> Result<Snapshot> {
         queue_depth,
         dead_letters,
         breakers: Vec::new(),
+        pipeline_stages: Vec::new(),
     })
 }
 

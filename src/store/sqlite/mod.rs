@@ -5,6 +5,7 @@
 
 mod endpoints;
 mod jobs;
+mod pipelines;
 mod rows;
 mod schedules;
 mod schema;
@@ -24,6 +25,10 @@ use crate::clock::Millis;
 use crate::job::{
     Claimed, DeadLetter, DeadLetterFilter, Fence, Job, JobDetail, JobFilter, NewJob, Outcome,
     PageWrite, RecordRow, RetryBudget,
+};
+use crate::pipelines::model::{
+    DeadMessage, Pipeline, PipelineDeadLetter, PipelineState, QueuedMessage, SourcePage,
+    StageCounters,
 };
 use crate::schedule::{Schedule, TickFire, TickResult, TickRow};
 use writer::{Wake, Writer};
@@ -475,6 +480,134 @@ impl Store for SqliteStore {
             Ok(conn
                 .prepare_cached("SELECT COUNT(*) FROM api_tokens")?
                 .query_row([], |row| row.get(0))?)
+        })
+        .await
+    }
+
+    async fn create_pipeline(&self, pipeline: &Pipeline) -> Result<()> {
+        let pipeline = pipeline.clone();
+        self.write(move |conn| Ok((pipelines::create(conn, &pipeline)?, Wake::No)))
+            .await
+    }
+
+    async fn replace_pipeline(&self, pipeline: &Pipeline) -> Result<()> {
+        let pipeline = pipeline.clone();
+        self.write(move |conn| Ok((pipelines::replace(conn, &pipeline)?, Wake::No)))
+            .await
+    }
+
+    async fn delete_pipeline(&self, id: Uuid) -> Result<bool> {
+        self.write(move |conn| Ok((pipelines::delete(conn, id)?, Wake::No)))
+            .await
+    }
+
+    async fn get_pipeline(&self, key: &str) -> Result<Option<Pipeline>> {
+        let key = key.to_owned();
+        self.read(move |conn| pipelines::get(conn, &key)).await
+    }
+
+    async fn list_pipelines(&self) -> Result<Vec<Pipeline>> {
+        self.read(pipelines::list).await
+    }
+
+    async fn set_pipeline_state(&self, id: Uuid, state: PipelineState, now: Millis) -> Result<()> {
+        self.write(move |conn| Ok((pipelines::set_state(conn, id, state, now)?, Wake::No)))
+            .await
+    }
+
+    async fn commit_source_page(
+        &self,
+        id: Uuid,
+        page: SourcePage,
+        now: Millis,
+    ) -> Result<Vec<QueuedMessage>> {
+        self.write(move |conn| Ok((pipelines::commit_page(conn, id, &page, now)?, Wake::No)))
+            .await
+    }
+
+    async fn advance_message(
+        &self,
+        id: Uuid,
+        message: i64,
+        stage: u32,
+        outputs: Vec<serde_json::Value>,
+        to: Vec<u32>,
+        now: Millis,
+    ) -> Result<Vec<QueuedMessage>> {
+        self.write(move |conn| {
+            Ok((
+                pipelines::advance(conn, id, message, stage, &outputs, &to, now)?,
+                Wake::No,
+            ))
+        })
+        .await
+    }
+
+    async fn complete_messages(&self, id: Uuid, stage: u32, messages: Vec<i64>) -> Result<u64> {
+        self.write(move |conn| Ok((pipelines::complete(conn, id, stage, &messages)?, Wake::No)))
+            .await
+    }
+
+    async fn retry_message(
+        &self,
+        id: Uuid,
+        message: i64,
+        stage: u32,
+        attempts: u32,
+        next_at: Millis,
+        error: String,
+    ) -> Result<()> {
+        self.write(move |conn| {
+            Ok((
+                pipelines::retry(conn, id, message, stage, attempts, next_at, &error)?,
+                Wake::No,
+            ))
+        })
+        .await
+    }
+
+    async fn dead_letter_message(
+        &self,
+        id: Uuid,
+        message: QueuedMessage,
+        dead: DeadMessage,
+        now: Millis,
+    ) -> Result<()> {
+        self.write(move |conn| Ok((pipelines::dead(conn, id, &message, &dead, now)?, Wake::No)))
+            .await
+    }
+
+    async fn pipeline_messages(&self, id: Uuid) -> Result<Vec<QueuedMessage>> {
+        self.read(move |conn| pipelines::messages(conn, id)).await
+    }
+
+    async fn pipeline_counters(&self, id: Uuid) -> Result<Vec<(u32, StageCounters)>> {
+        self.read(move |conn| pipelines::counters(conn, id)).await
+    }
+
+    async fn pipeline_dead_letters(
+        &self,
+        id: Uuid,
+        after: i64,
+        limit: usize,
+        pending: bool,
+    ) -> Result<Vec<PipelineDeadLetter>> {
+        self.read(move |conn| pipelines::dead_letters(conn, id, after, limit, pending))
+            .await
+    }
+
+    async fn replay_pipeline_dead_letters(
+        &self,
+        id: Uuid,
+        ids: Option<Vec<i64>>,
+        stages: u32,
+        now: Millis,
+    ) -> Result<Vec<QueuedMessage>> {
+        self.write(move |conn| {
+            Ok((
+                pipelines::replay(conn, id, ids.as_deref(), stages, now)?,
+                Wake::No,
+            ))
         })
         .await
     }

@@ -7,6 +7,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_delivery.sql"),
     include_str!("migrations/0003_schedules.sql"),
+    include_str!("migrations/0004_pipelines.sql"),
 ];
 
 /// Connection settings for every connection: WAL, full fsync, a busy timeout.

@@ -7,6 +7,7 @@ pub mod harness;
 pub mod mock;
 pub mod outage;
 pub mod pipeline_mocks;
+pub mod pipeline_run;
 pub mod process;
 pub mod providers;
 pub mod receiver;

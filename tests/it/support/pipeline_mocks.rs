@@ -24,7 +24,8 @@ use super::served::Served;
 /// Injected failures: request `n` fails when the hash of (seed, n) falls under the rate.
 struct Faults {
     seed: u64,
-    rate: f64,
+    /// The failure rate's `f64` bits, so a test can change it while requests run.
+    rate: AtomicU64,
     requests: AtomicU64,
 }
 
@@ -32,16 +33,24 @@ impl Faults {
     fn new(seed: u64, rate: f64) -> Self {
         Self {
             seed,
-            rate: rate.clamp(0.0, 1.0),
+            rate: AtomicU64::new(rate.clamp(0.0, 1.0).to_bits()),
             requests: AtomicU64::new(0),
         }
+    }
+
+    fn set_rate(&self, rate: f64) {
+        self.rate
+            .store(rate.clamp(0.0, 1.0).to_bits(), Ordering::SeqCst);
     }
 
     /// Numbers the next request (from 1) and says whether it fails.
     fn next(&self) -> (u64, bool) {
         let number = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
         let draw = mix(self.seed ^ mix(number)) as f64 / u64::MAX as f64;
-        (number, draw < self.rate)
+        (
+            number,
+            draw < f64::from_bits(self.rate.load(Ordering::SeqCst)),
+        )
     }
 }
 
@@ -276,6 +285,11 @@ impl ProcessingMock {
     /// Requests received, failed ones included.
     pub fn received(&self) -> usize {
         self.state.received.load(Ordering::Relaxed)
+    }
+
+    /// Changes the share of requests that fail from now on.
+    pub fn set_failure_rate(&self, rate: f64) {
+        self.state.faults.set_rate(rate);
     }
 }
 
