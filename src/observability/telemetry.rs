@@ -350,7 +350,6 @@ impl Collector for SnapshotCollector {
             let labels = [("key", key.as_str()), ("state", state.as_str())];
             breakers.encode_family(&labels)?.encode_gauge(&1u64)?;
         }
-        drop(breakers);
         encode_pipelines(&mut encoder, &snapshot.pipeline_stages)
     }
 }
@@ -383,7 +382,6 @@ fn encode_pipelines(
                 .encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(&value, None)?;
         }
     }
-    drop(messages);
     let mut depth = encoder.encode_descriptor(
         "pipeline_queue_depth",
         "Messages queued, retrying or in flight at a running pipeline stage.",
@@ -399,7 +397,6 @@ fn encode_pipelines(
             depth.encode_family(&labels)?.encode_gauge(&value)?;
         }
     }
-    drop(depth);
     let mut waits = encoder.encode_descriptor(
         "pipeline_rate_limit_wait_seconds",
         "Time a running pipeline stage waited for its rate limits.",
