@@ -11,6 +11,7 @@ pub mod config;
 pub mod connectors;
 pub mod engine;
 pub mod job;
+pub mod metrics;
 pub mod net;
 pub mod observability;
 pub mod pipelines;
