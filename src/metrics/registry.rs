@@ -38,8 +38,8 @@ pub struct ListFilter {
     /// The series name starts with this.
     pub prefix: Option<String>,
     pub kind: Option<MetricType>,
-    /// The series has each of these tags with exactly this value.
-    pub tags: BTreeMap<String, String>,
+    /// The series has this tag (key, value).
+    pub tag: Option<(String, String)>,
 }
 
 impl ListFilter {
@@ -50,9 +50,9 @@ impl ListFilter {
             .is_none_or(|prefix| key.name.starts_with(prefix));
         let kind_ok = self.kind.is_none_or(|wanted| wanted == kind);
         let tags_ok = self
-            .tags
-            .iter()
-            .all(|(name, value)| key.tags.get(name) == Some(value));
+            .tag
+            .as_ref()
+            .is_none_or(|(name, value)| key.tags.get(name) == Some(value));
         prefix_ok && kind_ok && tags_ok
     }
 }
@@ -392,7 +392,7 @@ mod tests {
         assert_eq!(registry.list(&counters, None, 10, 0).len(), 2);
         let prod = ListFilter {
             prefix: Some("a.".into()),
-            tags: BTreeMap::from([("env".into(), "prod".into())]),
+            tag: Some(("env".into(), "prod".into())),
             ..ListFilter::default()
         };
         let found = registry.list(&prod, None, 10, 0);

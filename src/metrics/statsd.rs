@@ -126,12 +126,14 @@ impl StatsdStats {
         self.received_lines.load(Ordering::Relaxed)
     }
 
-    /// Lines refused by the parser.
+    /// Lines refused by the parser (under `serve`, also events whose type conflicts with
+    /// their series).
     pub fn invalid_lines(&self) -> u64 {
         self.invalid_lines.load(Ordering::Relaxed)
     }
 
-    /// Valid lines lost because the consumer's channel was full (or closed).
+    /// Valid lines lost because the consumer's channel was full (or closed), or, under
+    /// `serve`, because ingest could not take them.
     pub fn dropped_lines(&self) -> u64 {
         self.dropped_lines.load(Ordering::Relaxed)
     }
@@ -413,16 +415,39 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn udp_round_trip_counts_every_line() {
-        let listener = StatsdListener::bind("127.0.0.1:0".parse().unwrap(), 8 << 20)
+    /// A listener on a free local port, running until the returned token is cancelled.
+    struct Running {
+        addr: SocketAddr,
+        stats: Arc<StatsdStats>,
+        receiver: mpsc::Receiver<Vec<Event>>,
+        cancel: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    async fn start(recv_buffer_bytes: usize, capacity: usize) -> Running {
+        let listener = StatsdListener::bind("127.0.0.1:0".parse().unwrap(), recv_buffer_bytes)
             .await
             .unwrap();
-        let addr = listener.local_addr();
-        let stats = listener.stats();
-        let (sender, mut receiver) = mpsc::channel(1024);
+        let (sender, receiver) = mpsc::channel(capacity);
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(listener.run(sender, cancel.clone()));
+        Running {
+            addr: listener.local_addr(),
+            stats: listener.stats(),
+            receiver,
+            cancel: cancel.clone(),
+            task: tokio::spawn(listener.run(sender, cancel)),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn udp_round_trip_counts_every_line() {
+        let Running {
+            addr,
+            stats,
+            mut receiver,
+            cancel,
+            task,
+        } = start(8 << 20, 1024).await;
 
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         for datagram in 0..100 {
@@ -456,14 +481,13 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn full_channel_counts_dropped_lines() {
-        let listener = StatsdListener::bind("127.0.0.1:0".parse().unwrap(), 1 << 20)
-            .await
-            .unwrap();
-        let addr = listener.local_addr();
-        let stats = listener.stats();
-        let (sender, mut receiver) = mpsc::channel(1);
-        let cancel = CancellationToken::new();
-        let task = tokio::spawn(listener.run(sender, cancel.clone()));
+        let Running {
+            addr,
+            stats,
+            mut receiver,
+            cancel,
+            task,
+        } = start(1 << 20, 1).await;
 
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         for _ in 0..20 {
