@@ -44,6 +44,8 @@ pub struct Config {
     /// Pipelines defined in the file (`[[pipeline]]`); they replace their stored definitions
     /// at every start (keeping checkpoint and queues), and are stopped when removed.
     pub pipeline: Vec<crate::pipelines::PipelineSpec>,
+    /// Metric ingest: windows, snapshots, limits, StatsD.
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 impl Default for Config {
@@ -61,6 +63,7 @@ impl Default for Config {
             reddit: RedditConfig::default(),
             schedule: Vec::new(),
             pipeline: Vec::new(),
+            metrics: Default::default(),
         }
     }
 }
@@ -116,8 +119,25 @@ impl OpenRoutes {
                 .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
             v4 => v4,
         };
-        self.paths.iter().any(|open| open == path)
+        self.paths.iter().any(|open| path_matches(open, path))
             && self.from.iter().any(|net| net.contains(&peer))
+    }
+}
+
+/// Whether `path` is an instance of `template`, whose `{…}` segments match any one segment.
+fn path_matches(template: &str, path: &str) -> bool {
+    let (mut template, mut path) = (template.split('/'), path.split('/'));
+    loop {
+        match (template.next(), path.next()) {
+            (None, None) => return true,
+            (Some(want), Some(got)) => {
+                let wildcard = want.starts_with('{') && want.ends_with('}') && !got.is_empty();
+                if !wildcard && want != got {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
     }
 }
 
@@ -376,6 +396,19 @@ pub mod durations {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn open_route_templates_match_one_segment_per_placeholder() {
+        assert!(path_matches(
+            "/data/metrics/{key}",
+            "/data/metrics/app.requests"
+        ));
+        assert!(!path_matches("/data/metrics/{key}", "/data/metrics/"));
+        assert!(!path_matches("/data/metrics/{key}", "/data/metrics/a/b"));
+        assert!(!path_matches("/data/metrics/{key}", "/data/metrics"));
+        assert!(path_matches("/webhook", "/webhook"));
+        assert!(!path_matches("/webhook", "/webhooks"));
+    }
 
     #[test]
     fn durations_parse_and_round_trip() {

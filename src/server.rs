@@ -78,6 +78,8 @@ pub struct App {
     pub store: SharedStore,
     /// Runs the pipelines while the engine runs (worker role).
     pub pipelines: Arc<PipelineManager>,
+    /// Metric ingest; its snapshots run with the API role.
+    pub metrics: Arc<crate::metrics::MetricsService>,
     /// Held for the process lifetime when this process is the data directory's only user.
     lock: Option<Flock<File>>,
 }
@@ -203,6 +205,12 @@ impl App {
             limits: crate::net::UpstreamLimits::new(&config.net.rate_limits),
             data_dir: config.data_dir.clone(),
         });
+        let metrics = crate::metrics::MetricsService::open(
+            store.clone(),
+            clock.clone(),
+            config.metrics.clone(),
+        )
+        .await?;
         let state = AppState::new(StateInner {
             scheduler: scheduler.clone(),
             store: store.clone(),
@@ -220,6 +228,7 @@ impl App {
             log_file: logging::log_file(&config.data_dir),
             tokens: auth::TokenCache::default(),
             pipelines: pipelines.clone(),
+            metrics: metrics.clone(),
         });
         Ok(Self {
             state,
@@ -227,6 +236,7 @@ impl App {
             scheduler,
             store,
             pipelines,
+            metrics,
             lock,
         })
     }
@@ -247,6 +257,29 @@ impl App {
     }
 
     /// Starts the scheduler; it stops when `shutdown` is cancelled.
+    /// Starts the metric snapshots and, when `[metrics] statsd_listen` is set, the StatsD
+    /// listener feeding the same ingest path.
+    pub async fn start_metrics(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> Result<tokio::task::JoinHandle<()>, Error> {
+        let statsd = match self.metrics.config().statsd_listen {
+            Some(addr) => Some(
+                crate::metrics::statsd::serve(self.metrics.clone(), addr, shutdown.clone())
+                    .await
+                    .map_err(|source| Error::Listen { addr, source })?,
+            ),
+            None => None,
+        };
+        let snapshots = self.metrics.clone().run(shutdown.clone());
+        Ok(tokio::spawn(async move {
+            snapshots.await;
+            if let Some(statsd) = statsd {
+                let _ = statsd.await;
+            }
+        }))
+    }
+
     pub fn start_scheduler(&self, shutdown: &CancellationToken) -> tokio::task::JoinHandle<()> {
         let scheduler = Scheduler::new(self.scheduler.clone());
         let stop = shutdown.clone();
@@ -290,6 +323,9 @@ impl App {
         }
         if roles.contains(&Role::Scheduler) {
             tasks.push(self.start_scheduler(&shutdown));
+        }
+        if roles.contains(&Role::Api) {
+            tasks.push(self.start_metrics(&shutdown).await?);
         }
         let served = match listener {
             Some(listener) => {

@@ -65,7 +65,8 @@ async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
 }
 
 /// Prometheus metrics in the OpenMetrics text format: jobs by status, steps by state, queue
-/// depth, dead letters, circuit breakers, attempts, step latency, HTTP requests, pipeline stages.
+/// depth, dead letters, circuit breakers, attempts, step latency, HTTP requests, pipeline stages; then the metric series as `user_*` and the StatsD
+/// listener's line counters.
 #[utoipa::path(get, path = "/metrics", tag = "health",
     responses((status = 200, content_type = "application/openmetrics-text", body = String)))]
 async fn metrics(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
@@ -78,6 +79,11 @@ async fn metrics(State(state): State<AppState>) -> ApiResult<impl IntoResponse> 
         .map(|view| (view.key, view.state.as_str().to_owned()))
         .collect();
     snapshot.pipeline_stages = super::pipelines::samples(&state).await?;
-    let body = state.inner.telemetry.render(&snapshot);
+    let mut body = state.inner.telemetry.render(&snapshot);
+    // The series go in before the end marker, under their own `user_*` names.
+    let series = state.inner.metrics.exposition();
+    if let Some(end) = body.rfind("# EOF") {
+        body.insert_str(end, &series);
+    }
     Ok(([(CONTENT_TYPE, METRICS_CONTENT_TYPE)], body))
 }

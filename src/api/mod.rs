@@ -16,6 +16,7 @@ mod extract;
 mod health;
 mod jobs;
 mod logs;
+mod metrics;
 mod pipelines;
 mod schedules;
 
@@ -71,6 +72,8 @@ pub struct StateInner {
     pub scheduler: crate::schedule::scheduler::SchedulerContext,
     /// The pipelines running in this process (none unless it has the worker role).
     pub pipelines: std::sync::Arc<crate::pipelines::PipelineManager>,
+    /// Metric ingest and the series aggregates.
+    pub metrics: std::sync::Arc<crate::metrics::MetricsService>,
 }
 
 impl AppState {
@@ -128,6 +131,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .merge(endpoints::routes())
         .merge(schedules::routes())
         .merge(pipelines::routes())
+        .merge(metrics::routes())
         .merge(health::routes())
         .merge(logs::routes())
         .merge(compat::routes())

@@ -41,8 +41,11 @@
 //! `name:value|c|g|ms|h|d|m` with `|@rate` and DogStatsD `|#tag:value` tags; see [`statsd`].
 
 mod aggregate;
+mod config;
 mod event;
 mod ewma;
+pub mod exposition;
+mod ingest;
 mod registry;
 pub mod sketch;
 pub mod statsd;
@@ -52,11 +55,13 @@ pub use aggregate::{
     Aggregate, AggregateView, CounterState, CounterView, GaugeState, GaugeView, MeterState,
     MeterView, TimerState, TimerView,
 };
+pub use config::MetricsConfig;
 pub use event::{
     Event, EventError, EventInput, MAX_NAME_LEN, MAX_TAG_KEY_LEN, MAX_TAG_VALUE_LEN, MAX_TAGS,
     MetricType, SeriesKey,
 };
 pub use ewma::{MovingRates, TICK_MS};
+pub use ingest::{IngestError, Ingested, MetricsService};
 pub use registry::{ListFilter, MetricsRegistry, SeriesView, TypeMismatch};
 pub use sketch::Sketch;
 pub use statsd::{StatsdError, StatsdListener, StatsdStats};

@@ -18,10 +18,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{info, warn};
 
-use super::{Event, EventError, MetricType, SeriesKey};
+use super::{Event, EventError, IngestError, MetricType, MetricsService, SeriesKey};
 
 /// Largest datagram read.
 const MAX_DATAGRAM: usize = 65_536;
@@ -293,6 +294,63 @@ impl StatsdListener {
             .invalid_lines
             .fetch_add(invalid as u64, Ordering::Relaxed);
         batch.extend(events);
+    }
+}
+
+/// Receive buffer `serve` asks for.
+pub const RECV_BUFFER_BYTES: usize = 8 << 20;
+/// Batches waiting between the socket and ingest in `serve`.
+const SERVE_QUEUE: usize = 256;
+/// How often `serve` retries a batch while ingest is saturated, 10 ms apart.
+const SATURATED_RETRIES: usize = 100;
+
+/// Binds a listener on `addr` and feeds its batches into `service.ingest` until `cancel`
+/// fires. Events whose type conflicts with their series are left out of their batch and
+/// counted as invalid lines; a batch ingest cannot take (saturated for a second, or a store
+/// error) is counted as dropped lines.
+pub async fn serve(
+    service: Arc<MetricsService>,
+    addr: SocketAddr,
+    cancel: CancellationToken,
+) -> io::Result<JoinHandle<()>> {
+    let listener = StatsdListener::bind(addr, RECV_BUFFER_BYTES).await?;
+    info!(
+        addr = %listener.local_addr(),
+        recv_buffer_bytes = listener.recv_buffer_bytes(),
+        "statsd listening"
+    );
+    let stats = listener.stats();
+    service.attach_statsd(listener.local_addr(), stats.clone());
+    let (sender, mut receiver) = mpsc::channel(SERVE_QUEUE);
+    let receiving = tokio::spawn(listener.run(sender, cancel));
+    Ok(tokio::spawn(async move {
+        while let Some(batch) = receiver.recv().await {
+            ingest_batch(&service, &stats, batch).await;
+        }
+        let _ = receiving.await;
+    }))
+}
+
+async fn ingest_batch(service: &MetricsService, stats: &StatsdStats, mut batch: Vec<Event>) {
+    let mut saturated = 0;
+    while !batch.is_empty() {
+        match service.ingest(None, batch.clone()).await {
+            Ok(_) => return,
+            Err(IngestError::TypeMismatch { index, .. }) if index < batch.len() => {
+                batch.remove(index);
+                stats.invalid_lines.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(IngestError::Saturated) if saturated < SATURATED_RETRIES => {
+                saturated += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            Err(error) => {
+                warn!(%error, lines = batch.len(), "statsd batch dropped");
+                let lines = batch.len() as u64;
+                stats.dropped_lines.fetch_add(lines, Ordering::Relaxed);
+                return;
+            }
+        }
     }
 }
 

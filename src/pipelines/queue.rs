@@ -113,6 +113,9 @@ impl StageQueue {
         cancel: &CancellationToken,
     ) -> Option<Vec<QueuedMessage>> {
         loop {
+            if cancel.is_cancelled() {
+                return None;
+            }
             let arrived = self.arrived.notified();
             tokio::pin!(arrived);
             arrived.as_mut().enable();

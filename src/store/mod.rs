@@ -228,6 +228,31 @@ pub trait Store: Send + Sync {
         limit: usize,
         pending: bool,
     ) -> Result<Vec<PipelineDeadLetter>>;
+    /// Appends a metric log entry (`kind` `events` or `delete`); `None` when `batch_id` was
+    /// seen before, in which case nothing is written.
+    async fn append_metric_log(
+        &self,
+        batch_id: Option<String>,
+        kind: &'static str,
+        payload: String,
+        now: Millis,
+    ) -> Result<Option<i64>>;
+    /// The metric snapshot, if any: `(through_seq, data)`.
+    async fn metric_snapshot(&self) -> Result<Option<(i64, Vec<u8>)>>;
+    /// Metric log entries after `seq`, in order.
+    async fn metric_log_after(&self, seq: i64) -> Result<Vec<LogEntry>>;
+    /// Replaces the metric snapshot and drops the log payloads it covers; batch ids received
+    /// after `keep_ids_after` stay recognisable.
+    async fn save_metric_snapshot(
+        &self,
+        through_seq: i64,
+        data: Vec<u8>,
+        keep_ids_after: Millis,
+        now: Millis,
+    ) -> Result<()>;
+    /// Forgets covered batch ids received before `before`.
+    async fn prune_metric_ids(&self, before: Millis) -> Result<u64>;
+
     /// Queues dead letters again at their stage (all pending ones when `ids` is `None`).
     async fn replay_pipeline_dead_letters(
         &self,
@@ -236,6 +261,15 @@ pub trait Store: Send + Sync {
         stages: u32,
         now: Millis,
     ) -> Result<Vec<QueuedMessage>>;
+}
+
+/// One entry of the metric ingest log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogEntry {
+    pub seq: i64,
+    pub kind: String,
+    pub payload: String,
+    pub received_at: Millis,
 }
 
 /// A callback endpoint that answered `410 Gone`.

@@ -11,6 +11,7 @@ mod datahog;
 mod datahog_support;
 mod engine;
 mod integration;
+mod metrics;
 mod metrics_sources;
 mod outages;
 mod pipeline_crash;

@@ -7,6 +7,7 @@
 
 mod datahog;
 mod integration;
+mod metrics;
 
 use utoipa_axum::router::OpenApiRouter;
 
@@ -17,10 +18,16 @@ pub const PATHS: &[&str] = &[
     "/webhook",
     "/api/v1/integration",
     "/api/v1/integration/logs",
+    "/ingest/metrics",
+    "/ingest/metrics/",
+    "/data/metrics",
+    "/data/metrics/{key}",
+    "/health/ping",
 ];
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(datahog::routes())
         .merge(integration::routes())
+        .merge(metrics::routes())
 }

@@ -5,6 +5,7 @@
 
 mod endpoints;
 mod jobs;
+mod metrics;
 mod pipelines;
 mod rows;
 mod schedules;
@@ -20,7 +21,7 @@ use rusqlite::{Connection, OpenFlags, ffi};
 use tokio::sync::{Notify, Semaphore};
 use uuid::Uuid;
 
-use super::{Created, DisabledEndpoint, Error, Result, Snapshot, Store};
+use super::{Created, DisabledEndpoint, Error, LogEntry, Result, Snapshot, Store};
 use crate::clock::Millis;
 use crate::job::{
     Claimed, DeadLetter, DeadLetterFilter, Fence, Job, JobDetail, JobFilter, NewJob, Outcome,
@@ -593,6 +594,52 @@ impl Store for SqliteStore {
         pending: bool,
     ) -> Result<Vec<PipelineDeadLetter>> {
         self.read(move |conn| pipelines::dead_letters(conn, id, after, limit, pending))
+            .await
+    }
+
+    async fn append_metric_log(
+        &self,
+        batch_id: Option<String>,
+        kind: &'static str,
+        payload: String,
+        now: Millis,
+    ) -> Result<Option<i64>> {
+        self.write(move |conn| {
+            Ok((
+                metrics::append(conn, batch_id.as_deref(), kind, &payload, now)?,
+                Wake::No,
+            ))
+        })
+        .await
+    }
+
+    async fn metric_snapshot(&self) -> Result<Option<(i64, Vec<u8>)>> {
+        self.read(metrics::snapshot).await
+    }
+
+    async fn metric_log_after(&self, seq: i64) -> Result<Vec<LogEntry>> {
+        self.read(move |conn| metrics::entries_after(conn, seq))
+            .await
+    }
+
+    async fn save_metric_snapshot(
+        &self,
+        through_seq: i64,
+        data: Vec<u8>,
+        keep_ids_after: Millis,
+        now: Millis,
+    ) -> Result<()> {
+        self.write(move |conn| {
+            Ok((
+                metrics::save_snapshot(conn, through_seq, &data, keep_ids_after, now)?,
+                Wake::No,
+            ))
+        })
+        .await
+    }
+
+    async fn prune_metric_ids(&self, before: Millis) -> Result<u64> {
+        self.write(move |conn| Ok((metrics::prune_ids(conn, before)?, Wake::No)))
             .await
     }
 

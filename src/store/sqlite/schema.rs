@@ -8,6 +8,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_delivery.sql"),
     include_str!("migrations/0003_schedules.sql"),
     include_str!("migrations/0004_pipelines.sql"),
+    include_str!("migrations/0005_metrics.sql"),
 ];
 
 /// Connection settings for every connection: WAL, full fsync, a busy timeout.

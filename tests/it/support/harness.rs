@@ -89,6 +89,7 @@ impl Builder {
         } else {
             (None, None)
         };
+        let metrics = Some(app.start_metrics(&shutdown).await.expect("start metrics"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind app");
@@ -113,6 +114,7 @@ impl Builder {
             server: Some(server),
             engine,
             scheduler,
+            metrics,
             app: Some(app),
         }
     }
@@ -128,6 +130,7 @@ pub struct TestApp {
     server: Option<JoinHandle<()>>,
     engine: Option<JoinHandle<()>>,
     scheduler: Option<JoinHandle<()>>,
+    metrics: Option<JoinHandle<()>>,
     /// Kept so the data directory lock is held while the app lives.
     app: Option<App>,
 }
@@ -139,6 +142,7 @@ impl Drop for TestApp {
             self.server.take(),
             self.engine.take(),
             self.scheduler.take(),
+            self.metrics.take(),
         ]
         .into_iter()
         .flatten()
@@ -192,6 +196,7 @@ impl TestApp {
             self.server.take(),
             self.engine.take(),
             self.scheduler.take(),
+            self.metrics.take(),
         ]
         .into_iter()
         .flatten()
@@ -200,6 +205,11 @@ impl TestApp {
         }
         drop(self.app.take());
         self.dir.clone()
+    }
+
+    /// Where the StatsD listener was bound, when `[metrics] statsd_listen` is set.
+    pub fn statsd_addr(&self) -> Option<std::net::SocketAddr> {
+        self.app.as_ref()?.metrics.statsd().map(|(addr, _)| addr)
     }
 
     pub fn url(&self, path: &str) -> String {
