@@ -12,6 +12,7 @@ mod datahog_support;
 mod engine;
 mod integration;
 mod metrics;
+mod metrics_crash;
 mod metrics_sources;
 mod outages;
 mod pipeline_crash;
