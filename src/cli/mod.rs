@@ -1,8 +1,9 @@
 //! The command line: `serve` runs the service; the other subcommands run a connector once,
-//! inspect the catalog, talk to a running server, or check the store.
+//! inspect the catalog, talk to a running server (jobs, metrics), or check the store.
 
 mod client;
 mod connectors;
+mod metrics;
 mod pipeline;
 mod run;
 mod settings;
@@ -51,6 +52,9 @@ pub enum Command {
     /// Pipeline definitions.
     #[command(subcommand)]
     Pipeline(pipeline::PipelineCommand),
+    /// Metric events and series on a running server.
+    #[command(subcommand)]
+    Metrics(metrics::MetricsCommand),
     /// Verify the store's integrity.
     CheckStore,
     /// API tokens.
@@ -94,6 +98,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
         Command::Connectors(command) => connectors::run(&config, command).await?,
         Command::Jobs(command) => client::run(&config, command).await?,
         Command::Pipeline(command) => pipeline::run(&config, command).await?,
+        Command::Metrics(command) => metrics::run(&config, command).await?,
         Command::CheckStore => store::check(&config).await?,
         Command::Token(command) => store::token(&config, command).await?,
         Command::Openapi => {

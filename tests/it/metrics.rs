@@ -453,3 +453,68 @@ async fn statsd_lines_over_udp_are_counted_exactly() {
         assert!(metrics.contains(&line), "missing {line} in /metrics");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gleaner_metrics_send_posts_an_event() {
+    let app = TestApp::start().await;
+    let run = |args: Vec<String>| {
+        std::process::Command::new(crate::support::process::binary())
+            .args(args)
+            .output()
+            .expect("run gleaner")
+    };
+    let target = |mut args: Vec<String>| {
+        args.extend([
+            "--url".into(),
+            app.base.clone(),
+            "--token".into(),
+            app.token.clone(),
+        ]);
+        args
+    };
+    let sent = tokio::task::block_in_place(|| {
+        run(target(
+            [
+                "metrics",
+                "send",
+                "cli.latency",
+                "12.5",
+                "--type",
+                "timer",
+                "--tag",
+                "route=home",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ))
+    });
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    assert!(String::from_utf8_lossy(&sent.stdout).contains("\"accepted\": 1"));
+    let shown = tokio::task::block_in_place(|| {
+        run(target(
+            ["metrics", "show", "cli.latency{route=home}"]
+                .map(String::from)
+                .to_vec(),
+        ))
+    });
+    assert!(
+        shown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    let view: Value = serde_json::from_slice(&shown.stdout).expect("json");
+    assert_eq!(view["aggregate"]["max"], 12.5);
+    let refused = tokio::task::block_in_place(|| {
+        run(target(
+            ["metrics", "send", "bad name", "1"]
+                .map(String::from)
+                .to_vec(),
+        ))
+    });
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("name"));
+}
