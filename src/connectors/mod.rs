@@ -5,7 +5,10 @@
 //! persists each page's records together with the page's checkpoint.
 
 pub mod datahog;
+pub mod date_range;
+pub mod form_login;
 pub mod http;
+pub mod json_table;
 pub mod message_source;
 pub mod metric;
 mod noop;
@@ -13,6 +16,7 @@ pub mod reddit;
 pub mod registry;
 pub mod schema;
 pub mod stackoverflow;
+pub mod web_report;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -6,9 +6,11 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::datahog::DatahogConnector;
+use super::json_table::JsonTableConnector;
 use super::reddit::RedditConnector;
 use super::schema::SettingsSchema;
 use super::stackoverflow::StackOverflowConnector;
+use super::web_report::WebReportConnector;
 use super::{Error, SharedConnector};
 
 /// A registered connector with its compiled schema.
@@ -34,6 +36,8 @@ impl ConnectorRegistry {
             Arc::new(DatahogConnector::new(config.datahog.clone())),
             Arc::new(StackOverflowConnector::new(config.stackoverflow.clone())),
             Arc::new(RedditConnector::new(config.reddit.clone())),
+            Arc::new(WebReportConnector),
+            Arc::new(JsonTableConnector),
         ])
     }
 

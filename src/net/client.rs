@@ -4,7 +4,7 @@
 //! redirect hop and each resolved address checked by the same [`AddressGuard`].
 
 use std::error::Error as StdError;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
@@ -36,6 +36,8 @@ struct Inner {
     config: NetConfig,
     guard: Arc<AddressGuard>,
     client: reqwest::Client,
+    /// The same client without redirects, built on first use (few callers need it).
+    client_without_redirects: OnceLock<Result<reqwest::Client, UpstreamError>>,
 }
 
 /// A response whose body was read completely and within the configured size limit.
@@ -96,26 +98,14 @@ impl HttpClientFactory {
         let _ = rustls::crypto::ring::default_provider().install_default();
 
         let guard = Arc::new(AddressGuard::new(config.allow.clone()));
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
-            .timeout(Duration::from_millis(config.request_timeout_ms))
-            .redirect(redirect_policy(Arc::clone(&guard), config.max_redirects))
-            .referer(false)
-            .dns_resolver(Arc::new(GuardedResolver::new(Arc::clone(&guard))))
-            .user_agent(config.user_agent.as_str())
-            .pool_max_idle_per_host(config.max_idle_per_host)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| UpstreamError::Transport {
-                message: format!("cannot build http client: {}", error_chain(&e)),
-                timeout: false,
-            })?;
+        let policy = redirect_policy(Arc::clone(&guard), config.max_redirects);
+        let client = build_client(config, &guard, policy)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 config: config.clone(),
                 guard,
                 client,
+                client_without_redirects: OnceLock::new(),
             }),
         })
     }
@@ -167,6 +157,29 @@ impl HttpClientFactory {
             .execute(request)
             .await
             .map_err(map_error)?;
+        self.capped(response).await
+    }
+
+    /// Like [`Self::execute`], but a 3xx answer is returned as it is instead of being
+    /// followed: for callers that must see the hop itself (a login answering with a redirect
+    /// and the session cookie).
+    pub async fn execute_without_redirects(
+        &self,
+        request: reqwest::Request,
+    ) -> Result<CappedResponse, UpstreamError> {
+        self.inner.guard.check_url(request.url())?;
+        let client = self
+            .inner
+            .client_without_redirects
+            .get_or_init(|| build_client(&self.inner.config, &self.inner.guard, Policy::none()))
+            .as_ref()
+            .map_err(Clone::clone)?;
+        let response = client.execute(request).await.map_err(map_error)?;
+        self.capped(response).await
+    }
+
+    /// Reads the status, headers and the whole body within the size limit.
+    async fn capped(&self, response: reqwest::Response) -> Result<CappedResponse, UpstreamError> {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let body = read_capped(response, self.inner.config.max_response_bytes).await?;
@@ -176,6 +189,30 @@ impl HttpClientFactory {
             body,
         })
     }
+}
+
+/// The guarded client of `config` with redirect `policy`: no environment proxy, names
+/// resolved through the guard, bounded connect and request time.
+fn build_client(
+    config: &NetConfig,
+    guard: &Arc<AddressGuard>,
+    policy: Policy,
+) -> Result<reqwest::Client, UpstreamError> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+        .timeout(Duration::from_millis(config.request_timeout_ms))
+        .redirect(policy)
+        .referer(false)
+        .dns_resolver(Arc::new(GuardedResolver::new(Arc::clone(guard))))
+        .user_agent(config.user_agent.as_str())
+        .pool_max_idle_per_host(config.max_idle_per_host)
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| UpstreamError::Transport {
+            message: format!("cannot build http client: {}", error_chain(&e)),
+            timeout: false,
+        })
 }
 
 /// Follows at most `max_redirects` hops (capped at [`MAX_REDIRECTS_CAP`]), each of which must
@@ -421,6 +458,32 @@ mod tests {
         assert_refused(
             get_path(&f, &host, "/loop").await,
             "stopped after 5 redirects",
+        );
+    }
+
+    #[tokio::test]
+    async fn without_redirects_a_hop_is_returned_as_it_is_and_still_guarded() {
+        let addr = serve().await;
+        let f = factory(&["127.0.0.1/32"]);
+        let request = |path: &str| {
+            let url = url::Url::parse(&format!("http://{addr}{path}")).unwrap();
+            f.request(Method::GET, url).build().unwrap()
+        };
+        let hop = f
+            .execute_without_redirects(request("/redirect-ok"))
+            .await
+            .unwrap();
+        assert_eq!(hop.status, 302);
+        assert_eq!(hop.headers[header::LOCATION], "/json");
+        let followed = f.execute(request("/redirect-ok")).await.unwrap();
+        assert_eq!(followed.status, 200, "the shared client still follows");
+
+        let refusing = factory(&[]);
+        let url = url::Url::parse(&format!("http://{addr}/json")).unwrap();
+        let request = refusing.request(Method::GET, url).build().unwrap();
+        assert_refused(
+            refusing.execute_without_redirects(request).await,
+            "loopback",
         );
     }
 

@@ -12,6 +12,7 @@ pub mod process;
 pub mod providers;
 pub mod receiver;
 pub mod reddit;
+pub mod report_site;
 pub mod served;
 pub mod severable;
 pub mod stackexchange;
