@@ -252,6 +252,7 @@ impl Server {
             .expect("build app");
         let connectors = ConnectorRegistry::builtin(&config);
         let sinks = SinkRegistry::builtin(&config.sinks);
+        let timezone = jiff::tz::TimeZone::UTC;
         let catalog = Catalog {
             connectors: &connectors,
             sinks: &sinks,
@@ -259,6 +260,7 @@ impl Server {
                 files_root: config.files_root(),
                 guard: gleaner::net::AddressGuard::new(config.net.allow.clone()),
             },
+            timezone: &timezone,
         };
         let mut sink = Map::new();
         sink.insert("url".into(), Value::String(receiver_url.to_owned()));
@@ -274,6 +276,7 @@ impl Server {
                 settings: sink,
             }],
             retry: None,
+            resolved_dates: Vec::new(),
         };
         let template = spec
             .plan(&catalog, config.engine.step_defaults(), now_ms(), None)

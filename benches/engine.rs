@@ -622,6 +622,7 @@ async fn pre_insert(server: &Server, total: usize) -> Duration {
     let files_root = server.config.files_root();
     let connectors = ConnectorRegistry::builtin(&server.config);
     let sinks = SinkRegistry::builtin(&server.config.sinks);
+    let timezone = jiff::tz::TimeZone::UTC;
     let catalog = Catalog {
         connectors: &connectors,
         sinks: &sinks,
@@ -629,6 +630,7 @@ async fn pre_insert(server: &Server, total: usize) -> Duration {
             files_root,
             guard: gleaner::net::AddressGuard::default(),
         },
+        timezone: &timezone,
     };
     let spec = JobSpec {
         sources: vec![SourceSpec {
@@ -639,6 +641,7 @@ async fn pre_insert(server: &Server, total: usize) -> Duration {
         processors: Vec::new(),
         sinks: Vec::new(),
         retry: None,
+        resolved_dates: Vec::new(),
     };
     let defaults = server.config.engine.step_defaults();
     // One validated plan; each job is a copy with its own id and creation time.

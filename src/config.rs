@@ -26,6 +26,9 @@ pub use secret::Secret;
 pub struct Config {
     /// Where the store, the logs, the admin token and `file` sink output live.
     pub data_dir: PathBuf,
+    /// The IANA time zone (`Europe/Berlin`) relative dates in job settings are resolved in:
+    /// `"yesterday"` is the day before in this zone. Default `UTC`.
+    pub timezone: String,
     pub server: ServerConfig,
     pub store: StoreConfig,
     pub engine: EngineConfig,
@@ -52,6 +55,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("./gleaner-data"),
+            timezone: "UTC".to_owned(),
             server: ServerConfig::default(),
             store: StoreConfig::default(),
             engine: EngineConfig::default(),
@@ -275,7 +279,18 @@ impl Config {
         self.datahog.validate().map_err(Error::Datahog)?;
         self.stackoverflow.validate().map_err(Error::Invalid)?;
         self.reddit.validate().map_err(Error::Invalid)?;
+        self.timezone()?;
         Ok(())
+    }
+
+    /// The configured `timezone`, from the time zone database built into the binary.
+    pub fn timezone(&self) -> Result<jiff::tz::TimeZone, Error> {
+        jiff::tz::TimeZone::get(&self.timezone).map_err(|_| {
+            Error::Invalid(format!(
+                "timezone: {:?} is not an IANA time zone name (e.g. UTC, Europe/Berlin)",
+                self.timezone
+            ))
+        })
     }
 
     pub fn store_path(&self) -> PathBuf {
@@ -571,6 +586,19 @@ mod tests {
             error.to_string().contains("not a compatibility route"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn timezone_is_an_iana_name_defaulting_to_utc() {
+        let config = load_toml("").expect("load");
+        assert_eq!(config.timezone().expect("zone").iana_name(), Some("UTC"));
+        let config = load_toml("timezone = \"Europe/Berlin\"\n").expect("load");
+        assert_eq!(
+            config.timezone().expect("zone").iana_name(),
+            Some("Europe/Berlin")
+        );
+        let error = load_toml("timezone = \"Mars/Olympus\"\n").expect_err("unknown zone");
+        assert!(error.to_string().contains("Mars/Olympus"), "{error}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod connectors;
+pub mod dates;
 pub mod engine;
 pub mod job;
 pub mod metrics;

@@ -48,6 +48,8 @@ pub enum Error {
     Schedule(#[from] crate::schedule::scheduler::AcceptError),
     #[error("pipeline in the configuration: {0}")]
     Pipeline(#[from] crate::pipelines::accept::SyncError),
+    #[error(transparent)]
+    Config(#[from] crate::config::Error),
 }
 
 /// What one process does: serve the API, run the workers, run the scheduler (all by default).
@@ -192,6 +194,7 @@ impl App {
             sinks: sinks.clone(),
             sink_validation: sink_validation.clone(),
             defaults: config.engine.step_defaults(),
+            timezone: config.timezone()?,
             changed: Arc::new(tokio::sync::Notify::new()),
         };
         crate::schedule::scheduler::sync_config(&scheduler, &config.schedule).await?;

@@ -92,6 +92,7 @@ impl AppState {
             connectors: &self.inner.connectors,
             sinks: &self.inner.sinks,
             sink_validation: &self.inner.sink_validation,
+            timezone: &self.inner.scheduler.timezone,
         }
     }
 }

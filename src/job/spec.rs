@@ -3,6 +3,8 @@
 //! Invariant: a spec that `plan` accepts can run: every connector and sink exists and every
 //! settings object matches its schema. Nothing is stored for a spec that fails here.
 
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
@@ -12,6 +14,7 @@ use super::{GeneratedSecret, IdempotencyClaim, NewJob, NewStep, StepKind};
 use crate::clock::Millis;
 use crate::connectors::ConnectorRegistry;
 use crate::connectors::registry::ValidationError;
+use crate::dates::{DateError, resolve_dates};
 use crate::processors::{ProcessorChain, ProcessorSpec};
 use crate::sinks::{SinkRegistry, SinkValidation};
 
@@ -36,6 +39,25 @@ pub struct JobSpec {
     /// Overrides of the engine's retry limits for this job's steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetrySpec>,
+    /// The relative dates the settings held when the job was accepted (`"4 days back"`) and
+    /// what they were resolved to. Written by the server: a value sent by a client is
+    /// replaced.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resolved_dates: Vec<ResolvedDate>,
+}
+
+/// A source setting given as a phrase and resolved when the job was planned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResolvedDate {
+    /// The index of the source in `sources`.
+    pub source: usize,
+    /// The settings key.
+    pub setting: String,
+    /// What the client sent, e.g. `"4 days back"`.
+    pub phrase: String,
+    /// What the settings hold instead: `YYYY-MM-DD` or RFC 3339 with an offset.
+    pub value: String,
 }
 
 /// One source of a job.
@@ -110,6 +132,12 @@ pub enum SpecError {
     SourceName { index: usize },
     #[error("sources[{index}] repeats sources[{first}] (same connector and settings)")]
     DuplicateSource { index: usize, first: usize },
+    #[error("sources[{index}].settings.{setting}: {error}")]
+    Date {
+        index: usize,
+        setting: String,
+        error: DateError,
+    },
 }
 
 /// Everything `plan` checks against.
@@ -117,10 +145,16 @@ pub struct Catalog<'a> {
     pub connectors: &'a ConnectorRegistry,
     pub sinks: &'a SinkRegistry,
     pub sink_validation: &'a SinkValidation,
+    /// The zone relative dates in settings are resolved in (`timezone` in the config).
+    pub timezone: &'a TimeZone,
 }
 
 impl JobSpec {
     /// Validates the spec and turns it into a job with one step per source and per sink.
+    ///
+    /// Relative dates in source settings (`"format": "date"` or `"date-time"` in the
+    /// connector's schema) are resolved at `now` first; the stored spec holds the resolved
+    /// values and lists the phrases in `resolved_dates`.
     pub fn plan(
         &self,
         catalog: &Catalog<'_>,
@@ -135,7 +169,9 @@ impl JobSpec {
             return Err(SpecError::TooMany);
         }
         let (max_attempts, budget_ms) = self.retry_limits(defaults)?;
-        for (index, source) in self.sources.iter().enumerate() {
+        let mut accepted = self.clone();
+        accepted.resolved_dates = accepted.resolve_dates(catalog, now)?;
+        for (index, source) in accepted.sources.iter().enumerate() {
             catalog
                 .connectors
                 .validate(&source.connector, &source.settings)
@@ -148,7 +184,7 @@ impl JobSpec {
                 return Err(SpecError::SourceName { index });
             }
             // The same collection twice would deliver its records twice.
-            if let Some(first) = self.sources[..index].iter().position(|earlier| {
+            if let Some(first) = accepted.sources[..index].iter().position(|earlier| {
                 earlier.connector == source.connector && earlier.settings == source.settings
             }) {
                 return Err(SpecError::DuplicateSource { index, first });
@@ -166,7 +202,6 @@ impl JobSpec {
 
         let deadline_at = now.saturating_add(budget_ms);
         let processors = serde_json::to_value(&self.processors).unwrap_or(Value::Array(Vec::new()));
-        let mut accepted = self.clone();
         let collect = accepted.sources.iter_mut().map(|source| {
             if source.name.is_none() {
                 source.name = catalog
@@ -224,6 +259,55 @@ impl JobSpec {
             idempotency,
             generated_secrets,
         })
+    }
+
+    /// Resolves the relative dates of every source's settings in place.
+    fn resolve_dates(
+        &mut self,
+        catalog: &Catalog<'_>,
+        now: Millis,
+    ) -> Result<Vec<ResolvedDate>, SpecError> {
+        let now =
+            Timestamp::from_millisecond(now).expect("the clock's time is within jiff's range");
+        let mut resolved = Vec::new();
+        for (index, source) in self.sources.iter_mut().enumerate() {
+            // An unknown connector is reported by validation.
+            let Some(entry) = catalog.connectors.get(&source.connector) else {
+                continue;
+            };
+            let settings = resolve_dates(
+                entry.schema.raw(),
+                &mut source.settings,
+                now,
+                catalog.timezone,
+            )
+            .map_err(|refused| SpecError::Date {
+                index,
+                setting: refused.setting,
+                error: refused.error,
+            })?;
+            resolved.extend(settings.into_iter().map(|setting| ResolvedDate {
+                source: index,
+                setting: setting.setting,
+                phrase: setting.phrase,
+                value: setting.value.to_string(),
+            }));
+        }
+        Ok(resolved)
+    }
+
+    /// Puts back the phrases `plan` resolved, so that a template planned once (a schedule's
+    /// job) resolves them anew each time it is planned.
+    pub fn restore_date_phrases(&mut self) {
+        for date in std::mem::take(&mut self.resolved_dates) {
+            let settings = self
+                .sources
+                .get_mut(date.source)
+                .and_then(|source| source.settings.as_object_mut());
+            if let Some(settings) = settings {
+                settings.insert(date.setting, Value::String(date.phrase));
+            }
+        }
     }
 
     fn retry_limits(&self, defaults: StepDefaults) -> Result<(u32, i64), SpecError> {

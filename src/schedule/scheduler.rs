@@ -36,6 +36,8 @@ pub struct SchedulerContext {
     pub sinks: SinkRegistry,
     pub sink_validation: SinkValidation,
     pub defaults: StepDefaults,
+    /// The zone relative dates in job settings are resolved in (`timezone` in the config).
+    pub timezone: jiff::tz::TimeZone,
     /// Signalled by the API when a schedule is created, changed or deleted.
     pub changed: Arc<Notify>,
 }
@@ -46,6 +48,7 @@ impl SchedulerContext {
             connectors: &self.connectors,
             sinks: &self.sinks,
             sink_validation: &self.sink_validation,
+            timezone: &self.timezone,
         }
     }
 }
@@ -76,6 +79,8 @@ pub fn accept(
         .map_err(|error| super::ScheduleError::Job(error.to_string()))?;
     spec.job = serde_json::from_value(planned.spec)
         .map_err(|error| super::ScheduleError::Job(error.to_string()))?;
+    // "yesterday" means the day before each run, not the day before the schedule was made.
+    spec.job.restore_date_phrases();
     let next_at = if spec.paused {
         None
     } else {

@@ -9,6 +9,7 @@ mod crash;
 mod databox;
 mod datahog;
 mod datahog_support;
+mod dates;
 mod engine;
 mod integration;
 mod metrics;

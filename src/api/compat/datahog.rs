@@ -143,6 +143,7 @@ fn job_spec(providers: &[String], callback_url: &str) -> JobSpec {
             settings: sink,
         }],
         retry: None,
+        resolved_dates: Vec::new(),
     }
 }
 

@@ -211,6 +211,7 @@ fn job_spec(plan: &Plan) -> JobSpec {
             max_attempts: Some(3),
             budget_seconds: Some(60),
         }),
+        resolved_dates: Vec::new(),
     }
 }
 

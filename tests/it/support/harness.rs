@@ -43,6 +43,7 @@ pub struct Builder {
     dir: Arc<TempDir>,
     config: Config,
     clock: Option<ManualClock>,
+    connectors: Option<gleaner::connectors::ConnectorRegistry>,
     engine: bool,
 }
 
@@ -55,6 +56,12 @@ impl Builder {
 
     pub fn clock(mut self, clock: ManualClock) -> Self {
         self.clock = Some(clock);
+        self
+    }
+
+    /// Runs with exactly these connectors instead of the built-in ones.
+    pub fn connectors(mut self, connectors: gleaner::connectors::ConnectorRegistry) -> Self {
+        self.connectors = Some(connectors);
         self
     }
 
@@ -77,6 +84,7 @@ impl Builder {
                 .clock
                 .clone()
                 .map(|clock| Arc::new(clock) as gleaner::clock::SharedClock),
+            connectors: self.connectors.clone(),
             ..Parts::default()
         };
         let app = App::build(&self.config, parts).await.expect("build app");
@@ -178,6 +186,7 @@ impl TestApp {
             config: test_config(dir.path()),
             dir,
             clock: None,
+            connectors: None,
             engine: true,
         }
     }
