@@ -17,7 +17,7 @@ use url::Url;
 
 use super::http::urls::parse_http_url;
 use super::{ConnectorContext, Error};
-use crate::net::CappedResponse;
+use crate::net::{CappedResponse, Retryability};
 
 /// Redirect hops a session request follows at most, whatever the client configuration says.
 const MAX_SESSION_REDIRECTS: usize = 10;
@@ -148,8 +148,8 @@ impl fmt::Debug for Session<'_> {
 
 /// Posts the login form and keeps the cookies of the answer.
 ///
-/// A 4xx answer, or one without the expected cookie, is a permanent "login failed"; 5xx and
-/// network failures are upstream errors, retried as usual.
+/// A permanent refusal (401, 403, …) or an answer without the expected cookie is a permanent
+/// "login failed"; 429, 5xx and network failures are upstream errors, retried as usual.
 pub async fn log_in<'a>(
     ctx: &'a ConnectorContext,
     settings: &LoginSettings,
@@ -177,17 +177,18 @@ pub async fn log_in<'a>(
             ))
         })?;
     let response = ctx.http.execute_without_redirects(request).await?;
-    if (400..500).contains(&response.status) {
-        return Err(login_failed(format!(
-            "the login answered {}",
-            response.status
-        )));
-    }
-    // A redirect is the usual success; anything else but 2xx is an upstream failure.
-    let response = if (300..400).contains(&response.status) {
-        response
-    } else {
-        response.error_for_status()?
+    // A redirect is the usual success. A refusal the retry rules call permanent (401, 403,
+    // 404, …) is a failed login; 429, 5xx and the like are retried as usual.
+    let status = response.status;
+    let response = match status {
+        300..=399 => response,
+        _ => match response.error_for_status() {
+            Ok(response) => response,
+            Err(error) if error.retryability() == Retryability::Permanent => {
+                return Err(login_failed(format!("the login answered {status}")));
+            }
+            Err(error) => return Err(error.into()),
+        },
     };
     let mut cookies = CookieJar::default();
     cookies.absorb(&response.headers);
@@ -396,5 +397,39 @@ mod tests {
         );
         headers.insert(LOCATION, HeaderValue::from_static("ftp://example.com/x"));
         assert_eq!(redirect_target(&base, &headers), None);
+    }
+
+    #[tokio::test]
+    async fn refusals_fail_the_login_for_good_but_overload_is_retried() {
+        use axum::Router;
+        use axum::http::StatusCode;
+        use axum::routing::post;
+
+        let app = Router::new()
+            .route("/forbidden", post(|| async { StatusCode::FORBIDDEN }))
+            .route("/busy", post(|| async { StatusCode::SERVICE_UNAVAILABLE }))
+            .route("/limited", post(|| async { StatusCode::TOO_MANY_REQUESTS }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let ctx = crate::connectors::test_context(std::sync::Arc::new(crate::clock::SystemClock));
+
+        for (path, permanent) in [("/forbidden", true), ("/busy", false), ("/limited", false)] {
+            let settings: LoginSettings = serde_json::from_value(json!({
+                "url": format!("http://{address}{path}"), "username": "ann", "password": "pw"
+            }))
+            .unwrap();
+            let error = log_in(&ctx, &settings).await.unwrap_err();
+            assert_eq!(
+                error.retryability() == Retryability::Permanent,
+                permanent,
+                "{path}: {error}"
+            );
+            assert_eq!(
+                error.to_string().contains("login failed"),
+                permanent,
+                "{path}: {error}"
+            );
+        }
     }
 }
