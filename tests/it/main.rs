@@ -22,3 +22,4 @@ mod readme;
 mod schedules;
 mod ssrf;
 mod support;
+mod web_reports;
