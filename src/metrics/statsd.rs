@@ -323,8 +323,17 @@ pub async fn serve(
     service.attach_statsd(listener.local_addr(), stats.clone());
     let (sender, mut receiver) = mpsc::channel(SERVE_QUEUE);
     let receiving = tokio::spawn(listener.run(sender, cancel));
+    let max_batch = service.config().max_batch.max(1);
     Ok(tokio::spawn(async move {
-        while let Some(batch) = receiver.recv().await {
+        while let Some(mut batch) = receiver.recv().await {
+            // Whatever queued up meanwhile goes in the same ingest (one commit), so a burst
+            // is absorbed by fewer, larger batches instead of overflowing the queue.
+            while batch.len() < max_batch {
+                match receiver.try_recv() {
+                    Ok(more) => batch.extend(more),
+                    Err(_) => break,
+                }
+            }
             ingest_batch(&service, &stats, batch).await;
         }
         let _ = receiving.await;
