@@ -159,7 +159,7 @@ impl App {
             .unwrap_or_else(|| ConnectorRegistry::builtin(config));
         let sinks = parts
             .sinks
-            .unwrap_or_else(|| SinkRegistry::builtin(&config.sinks));
+            .unwrap_or_else(|| SinkRegistry::builtin(&config.sinks).with_store(store.clone()));
         let files_root = config.files_root();
         let telemetry = Telemetry::new();
         let breakers = Breakers::new(config.engine.breaker.clone());

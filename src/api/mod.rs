@@ -16,6 +16,7 @@ mod extract;
 mod health;
 mod jobs;
 mod logs;
+mod lookups;
 mod metrics;
 mod pipelines;
 mod schedules;
@@ -131,6 +132,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .merge(dead_letters::routes())
         .merge(endpoints::routes())
         .merge(schedules::routes())
+        .merge(lookups::routes())
         .merge(pipelines::routes())
         .merge(metrics::routes())
         .merge(health::routes())

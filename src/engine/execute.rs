@@ -5,6 +5,7 @@
 //! Invariant: the outcome is decided from the error's `Retryability` alone; a fenced write stops
 //! the step at once without recording anything.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -14,7 +15,7 @@ use super::EngineContext;
 use super::breaker::Admission;
 use crate::job::{Claimed, JobStatus, Outcome, PageWrite, Receipt, StepError, StepKind, StepState};
 use crate::net::Retryability;
-use crate::processors::{ProcessorChain, ProcessorSpec};
+use crate::processors::{Lookups, ProcessorChain, ProcessorSpec, tabular};
 use crate::sinks::{Delivery, SourceOutcome};
 use crate::store::{DisabledEndpoint, Error as StoreError};
 
@@ -474,6 +475,7 @@ async fn collect(
     })?;
     let chain = ProcessorChain::compile(&config.processors)
         .map_err(|error| Ok(Failure::permanent("processing", error.to_string())))?;
+    let lookups = load_lookups(context, &chain).await?;
     let mut checkpoint = claimed.step.checkpoint.clone();
     loop {
         let page = entry
@@ -491,7 +493,7 @@ async fn collect(
             page.records
         } else {
             chain
-                .apply_async(page.records)
+                .apply_async(page.records, lookups.clone())
                 .await
                 .map_err(|error| Ok(Failure::permanent("processing", error.to_string())))?
         };
@@ -512,6 +514,27 @@ async fn collect(
             checkpoint = page.checkpoint;
         }
     }
+}
+
+/// Loads the lookup tables the chain reads, once per step; a table no job has filled yet fails
+/// the step for good.
+async fn load_lookups(context: &EngineContext, chain: &ProcessorChain) -> StepResult<Arc<Lookups>> {
+    let mut lookups = Lookups::new();
+    for name in chain.tables() {
+        let table = context
+            .store
+            .lookup_table(&name)
+            .await
+            .map_err(|error| Err(Stop::from(error)))?
+            .ok_or_else(|| {
+                Ok(Failure::permanent(
+                    "processing",
+                    tabular::missing_table(&name),
+                ))
+            })?;
+        lookups.insert(name, table.entries);
+    }
+    Ok(Arc::new(lookups))
 }
 
 /// Delivers the job's sources' outcome and every record to the step's sink.

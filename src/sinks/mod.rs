@@ -1,11 +1,13 @@
 //! Sinks: where a job's records go once its sources are done. Each delivery is its own step,
 //! retried on its own schedule; a sink sees the whole job result at once.
 //!
-//! Invariant: a sink never reads or writes the store; the engine hands it a `Delivery`.
+//! Invariant: a sink never reads the store; the engine hands it a `Delivery`. The `lookup` sink
+//! alone writes to it, and only the lookup table it names.
 
 pub mod callback;
 pub mod databox;
 mod file;
+mod lookup;
 mod registry;
 pub mod sql;
 
@@ -25,6 +27,7 @@ use crate::net::{AddressGuard, HttpClientFactory, Retryability, UpstreamError};
 pub use callback::{CallbackConfig, CallbackSink};
 pub use databox::{DataboxConfig, DataboxSink};
 pub use file::{FileSink, StdoutSink};
+pub use lookup::LookupSink;
 pub use registry::SinkRegistry;
 
 /// What a sink may use while it runs.

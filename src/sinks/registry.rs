@@ -9,6 +9,7 @@ use super::{SharedSink, SinkValidation};
 use crate::config::SinksConfig;
 use crate::connectors::registry::ValidationError;
 use crate::connectors::schema::SettingsSchema;
+use crate::store::SharedStore;
 
 /// A registered sink with its compiled schema.
 pub struct Registered {
@@ -32,6 +33,17 @@ impl SinkRegistry {
             Arc::new(super::DataboxSink::new(config.databox.clone())),
             Arc::new(super::sql::SqlJobSink::new()),
         ])
+    }
+
+    /// Adds the sinks that write to Gleaner's own store (`lookup`).
+    pub fn with_store(self, store: SharedStore) -> Self {
+        let mut sinks: Vec<SharedSink> = self
+            .entries
+            .values()
+            .map(|entry| entry.sink.clone())
+            .collect();
+        sinks.push(Arc::new(super::LookupSink::new(store)));
+        Self::with(sinks)
     }
 
     pub fn with(sinks: Vec<SharedSink>) -> Self {

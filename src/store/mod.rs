@@ -136,6 +136,19 @@ pub trait Store: Send + Sync {
     /// Enables `url` again; returns whether it was disabled.
     async fn enable_endpoint(&self, url: &str) -> Result<bool>;
 
+    /// Replaces every entry of lookup table `name` (later duplicates of a key win); an empty
+    /// list deletes the table.
+    async fn replace_lookup_table(
+        &self,
+        name: &str,
+        entries: Vec<(String, String)>,
+        now: Millis,
+    ) -> Result<()>;
+    /// A lookup table with its entries; `None` when no job filled it.
+    async fn lookup_table(&self, name: &str) -> Result<Option<LookupTable>>;
+    /// Every lookup table without its entries, by name.
+    async fn list_lookup_tables(&self) -> Result<Vec<LookupTableInfo>>;
+
     /// Stores a new schedule; `Conflict` when its name is taken.
     async fn create_schedule(&self, schedule: &Schedule) -> Result<()>;
     /// Replaces a schedule's definition and next tick (by id).
@@ -270,6 +283,22 @@ pub struct LogEntry {
     pub kind: String,
     pub payload: String,
     pub received_at: Millis,
+}
+
+/// A lookup table: key → value, as the last job with a `lookup` sink for it left it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LookupTable {
+    pub name: String,
+    pub entries: std::collections::HashMap<String, String>,
+    pub updated_at: Millis,
+}
+
+/// A lookup table's name, size and age.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LookupTableInfo {
+    pub name: String,
+    pub entries: u64,
+    pub updated_at: Millis,
 }
 
 /// A callback endpoint that answered `410 Gone`.

@@ -12,6 +12,7 @@ mod datahog_support;
 mod dates;
 mod engine;
 mod integration;
+mod lookups;
 mod metrics;
 mod metrics_crash;
 mod metrics_sources;

@@ -5,6 +5,7 @@
 
 mod endpoints;
 mod jobs;
+mod lookups;
 mod metrics;
 mod pipelines;
 mod rows;
@@ -21,7 +22,10 @@ use rusqlite::{Connection, OpenFlags, ffi};
 use tokio::sync::{Notify, Semaphore};
 use uuid::Uuid;
 
-use super::{Created, DisabledEndpoint, Error, LogEntry, Result, Snapshot, Store};
+use super::{
+    Created, DisabledEndpoint, Error, LogEntry, LookupTable, LookupTableInfo, Result, Snapshot,
+    Store,
+};
 use crate::clock::Millis;
 use crate::job::{
     Claimed, DeadLetter, DeadLetterFilter, Fence, Job, JobDetail, JobFilter, NewJob, Outcome,
@@ -392,6 +396,26 @@ impl Store for SqliteStore {
         let url = url.to_owned();
         self.write(move |conn| Ok((endpoints::enable(conn, &url)?, Wake::No)))
             .await
+    }
+
+    async fn replace_lookup_table(
+        &self,
+        name: &str,
+        entries: Vec<(String, String)>,
+        now: Millis,
+    ) -> Result<()> {
+        let name = name.to_owned();
+        self.write(move |conn| Ok((lookups::replace(conn, &name, &entries, now)?, Wake::No)))
+            .await
+    }
+
+    async fn lookup_table(&self, name: &str) -> Result<Option<LookupTable>> {
+        let name = name.to_owned();
+        self.read(move |conn| lookups::get(conn, &name)).await
+    }
+
+    async fn list_lookup_tables(&self) -> Result<Vec<LookupTableInfo>> {
+        self.read(lookups::list).await
     }
 
     async fn create_schedule(&self, schedule: &Schedule) -> Result<()> {

@@ -1,0 +1,147 @@
+//! Lookup tables end to end: a job with a `lookup` sink refreshes a table from an upstream, a
+//! later job's tabular processors map and divide through it, and `/v1/lookups` shows it.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::harness::{assert_problem, detail};
+use crate::support::{Mock, TestApp};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A job reading the report rows and converting gross into dollars through `currency`.
+fn report_job(url: String) -> Value {
+    json!({
+        "sources": [{"connector": "http", "settings": {"url": url}}],
+        "processors": [
+            {"type": "rename", "columns": {"market": "country", "Est. Gross Rev": "gross"}},
+            {"type": "map", "column": "country", "values": {"UK": "GB"}, "lowercase": true},
+            {"type": "map", "column": "currency", "table": "currency", "lowercase": true,
+             "into": "rate", "default": "1"},
+            {"type": "multiply", "column": "gross", "by_column": "rate", "divide": true},
+            {"type": "drop_rows", "where": {"column": "channel", "equals": "ORGANIC"}},
+            {"type": "group_by", "keys": ["country"], "sum": ["gross"], "count_as": "rows"}
+        ]
+    })
+}
+
+fn close(value: &Value, expected: f64) -> bool {
+    value.as_f64().is_some_and(|n| (n - expected).abs() < 1e-9)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_refreshes_a_lookup_table_that_a_later_job_maps_through() {
+    let mock = Mock::start().await;
+    mock.set_json(
+        "/rates",
+        json!({"base": "USD", "rates": {"EUR": 0.8, "GBP": 0.5, "USD": 1}}),
+    );
+    mock.set_json(
+        "/report",
+        json!([
+            {"market": "UK", "Est. Gross Rev": "10", "currency": "GBP", "channel": "a"},
+            {"market": "UK", "Est. Gross Rev": 4, "currency": "EUR", "channel": "b"},
+            {"market": "DE", "Est. Gross Rev": 8, "currency": "EUR", "channel": "ORGANIC"},
+            {"market": "FR", "Est. Gross Rev": 3, "currency": "CHF", "channel": "c"}
+        ]),
+    );
+    let app = TestApp::start().await;
+
+    // Before any job filled the table, a job reading it fails for good, saying why.
+    let early = app.create_job(&report_job(mock.url("/report"))).await;
+    let job = app.wait_for_status(&early, &["failed"], WAIT).await;
+    assert!(
+        job.to_string().contains(
+            "lookup table \\\"currency\\\" does not exist; run the job that fills it first"
+        ),
+        "{job:#}"
+    );
+    let missing = app.get("/v1/lookups/currency").await;
+    assert_problem(&missing, 404);
+
+    let refresh = app
+        .create_job(&json!({
+            "sources": [{"connector": "http", "settings": {
+                "url": mock.url("/rates"), "record_path": ".rates | to_entries[]"}}],
+            "processors": [{"type": "jq", "filter": "{code: .key, rate: .value}"}],
+            "sinks": [{"type": "lookup", "table": "currency", "key": "code", "value": "rate",
+                       "lowercase_keys": true}]
+        }))
+        .await;
+    app.wait_for_status(&refresh, &["succeeded"], WAIT).await;
+
+    let list = app.get("/v1/lookups").await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.text);
+    let tables = list.json()["tables"].clone();
+    assert_eq!(tables.as_array().map(Vec::len), Some(1), "{tables}");
+    assert_eq!(tables[0]["name"], "currency");
+    assert_eq!(tables[0]["entries"], 3);
+    let table = app.get("/v1/lookups/currency").await;
+    assert_eq!(table.status, StatusCode::OK, "{}", table.text);
+    assert_eq!(
+        table.json()["entries"],
+        json!({"eur": "0.8", "gbp": "0.5", "usd": "1"})
+    );
+
+    let report = app.create_job(&report_job(mock.url("/report"))).await;
+    app.wait_for_status(&report, &["succeeded"], WAIT).await;
+    let records = app.records(&report).await;
+    assert_eq!(records.len(), 2, "{records:#?}");
+    let (gb, fr) = (&records[0], &records[1]);
+    assert_eq!(gb["country"], "gb");
+    assert!(close(&gb["gross"], 10.0 / 0.5 + 4.0 / 0.8), "{gb}");
+    assert_eq!(gb["rows"], 2);
+    assert_eq!(
+        gb["channel"], "a",
+        "text columns are kept from the first row"
+    );
+    assert_eq!(fr["country"], "fr");
+    assert_eq!(
+        fr["rate"], "1",
+        "a currency not in the table takes the default"
+    );
+    assert!(close(&fr["gross"], 3.0), "{fr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_tabular_processors_and_lookup_sinks_are_refused() {
+    let app = TestApp::builder().without_engine().start().await;
+    let cases = [
+        (
+            json!([{"type": "extract", "column": "c", "pattern": "(unclosed"}]),
+            "processor 0 (extract)",
+        ),
+        (
+            json!([{"type": "jq", "filter": "."}, {"type": "rename", "columns": {}}]),
+            "processor 1 (rename)",
+        ),
+        (
+            json!([{"type": "drop_rows", "where": {"column": "c", "equals": 1, "in": [2]}}]),
+            "exactly one of",
+        ),
+        (
+            json!([{"type": "multiply", "column": "gross"}]),
+            "exactly one of by and by_column",
+        ),
+    ];
+    for (processors, expected) in cases {
+        let answer = app
+            .post(
+                "/v1/jobs",
+                &json!({"sources": [{"connector": "noop"}], "processors": processors}),
+            )
+            .await;
+        let problem = assert_problem(&answer, 422);
+        assert!(detail(&problem).contains(expected), "{problem}");
+    }
+    let bad_sink = app
+        .post(
+            "/v1/jobs",
+            &json!({"sources": [{"connector": "noop"}],
+                    "sinks": [{"type": "lookup", "table": "no spaces", "key": "k", "value": "v"}]}),
+        )
+        .await;
+    assert_problem(&bad_sink, 422);
+}
