@@ -47,6 +47,9 @@ pub struct Config {
     /// Pipelines defined in the file (`[[pipeline]]`); they replace their stored definitions
     /// at every start (keeping checkpoint and queues), and are stopped when removed.
     pub pipeline: Vec<crate::pipelines::PipelineSpec>,
+    /// Platforms defined in the file (`[[platform]]`): named connector + processors + sinks
+    /// templates, run with settings by `POST /v1/platforms/{name}/run`.
+    pub platform: Vec<crate::platforms::PlatformSpec>,
     /// Metric ingest: windows, snapshots, limits, StatsD.
     pub metrics: crate::metrics::MetricsConfig,
 }
@@ -68,6 +71,7 @@ impl Default for Config {
             schedule: Vec::new(),
             pipeline: Vec::new(),
             metrics: Default::default(),
+            platform: Vec::new(),
         }
     }
 }
@@ -87,6 +91,9 @@ pub struct ServerConfig {
     pub min_free_disk: u64,
     /// Compatibility routes that seed clients, which send no token, may call.
     pub open_routes: OpenRoutes,
+    /// Browser origins allowed to call the API (CORS), e.g. `["http://localhost:3000"]` for
+    /// the etlas seed's front end; preflight `OPTIONS` is answered on every path. None by default.
+    pub cors_allow_origins: Vec<String>,
 }
 
 /// Routes let through without a token, for existing clients of a replaced system: only the
@@ -154,6 +161,7 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(30),
             min_free_disk: 256 * 1024 * 1024,
             open_routes: OpenRoutes::default(),
+            cors_allow_origins: Vec::new(),
         }
     }
 }
@@ -251,6 +259,18 @@ impl Config {
             ));
         }
         engine.breaker.validate().map_err(Error::Invalid)?;
+        for origin in &self.server.cors_allow_origins {
+            let valid = url::Url::parse(origin).is_ok_and(|url| {
+                matches!(url.scheme(), "http" | "https")
+                    && url.path() == "/"
+                    && !origin.ends_with('/')
+            });
+            if !valid {
+                return Err(Error::Invalid(format!(
+                    "server.cors_allow_origins: {origin:?} is not an origin like https://app.example.com"
+                )));
+            }
+        }
         for path in &self.server.open_routes.paths {
             if !crate::api::COMPAT_ROUTES.contains(&path.as_str()) {
                 return Err(Error::Invalid(format!(

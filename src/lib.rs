@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod net;
 pub mod observability;
 pub mod pipelines;
+pub mod platforms;
 pub mod processors;
 pub mod schedule;
 pub mod server;

@@ -46,6 +46,8 @@ pub enum Error {
     Serve(std::io::Error),
     #[error("schedule in the configuration: {0}")]
     Schedule(#[from] crate::schedule::scheduler::AcceptError),
+    #[error("{0}")]
+    Platform(String),
     #[error("pipeline in the configuration: {0}")]
     Pipeline(#[from] crate::pipelines::accept::SyncError),
     #[error(transparent)]
@@ -200,6 +202,7 @@ impl App {
         crate::schedule::scheduler::sync_config(&scheduler, &config.schedule).await?;
         crate::pipelines::accept::sync_config(&store, &connectors, &config.pipeline, clock.now())
             .await?;
+        crate::platforms::sync_config(&store, &connectors, &config.platform, clock.now()).await?;
         let pipelines = PipelineManager::new(PipelineContext {
             store: store.clone(),
             clock: clock.clone(),

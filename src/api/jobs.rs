@@ -86,6 +86,10 @@ pub struct StepView {
     pub last_status: Option<u16>,
     #[schema(value_type = Option<Object>)]
     pub checkpoint: Option<Value>,
+    /// Named progress entries the step reported (`login`, `pull`, `processing`, `warnings`…).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub progress: Option<Value>,
     /// Attempts that only waited on an open circuit breaker (not counted against the limit).
     pub deferred_attempts: u32,
     /// The circuit breaker of the upstream host or callback endpoint this step calls.
@@ -121,12 +125,13 @@ impl StepView {
             last_error: step.last_error,
             last_status: step.last_status,
             checkpoint: step.checkpoint,
+            progress: step.progress,
         }
     }
 }
 
 impl JobView {
-    fn summary(job: Job, state: &AppState) -> Self {
+    pub(super) fn summary(job: Job, state: &AppState) -> Self {
         Self {
             id: job.id,
             status: job.status,
@@ -141,7 +146,7 @@ impl JobView {
         }
     }
 
-    fn detail(detail: JobDetail, state: &AppState) -> Self {
+    pub(super) fn detail(detail: JobDetail, state: &AppState) -> Self {
         let now = state.inner.clock.now();
         let records = detail
             .steps
@@ -163,7 +168,7 @@ impl JobView {
     }
 }
 
-fn spec_error(error: SpecError) -> ApiError {
+pub(super) fn spec_error(error: SpecError) -> ApiError {
     ApiError::unprocessable(error.to_string())
 }
 
@@ -465,6 +470,18 @@ struct RecordParams {
     cursor: Option<i64>,
     /// Page size, 1–10 000 (default 1 000).
     limit: Option<usize>,
+    /// `processed` (default: what the processors produced, what sinks receive) or `original`
+    /// (as collected, before processors; capped per step by `engine.keep_original_records`).
+    dataset: Option<Dataset>,
+}
+
+/// Which records of a job to read.
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Dataset {
+    #[default]
+    Processed,
+    Original,
 }
 
 /// One stored record.
@@ -493,11 +510,11 @@ async fn job_records(
     ApiQuery(params): ApiQuery<RecordParams>,
 ) -> ApiResult<Json<RecordPage>> {
     let limit = page_limit(params.limit, 1000, 10_000)?;
-    let records = state
-        .inner
-        .store
-        .job_records(id, params.cursor, limit)
-        .await?;
+    let store = &state.inner.store;
+    let records = match params.dataset.unwrap_or_default() {
+        Dataset::Processed => store.job_records(id, params.cursor, limit).await?,
+        Dataset::Original => store.original_records(id, params.cursor, limit).await?,
+    };
     if records.is_empty()
         && params.cursor.is_none()
         && state.inner.store.get_job(id).await?.is_none()

@@ -19,6 +19,7 @@ mod logs;
 mod lookups;
 mod metrics;
 mod pipelines;
+pub(crate) mod platforms;
 mod schedules;
 
 use std::path::PathBuf;
@@ -134,6 +135,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .merge(schedules::routes())
         .merge(lookups::routes())
         .merge(pipelines::routes())
+        .merge(platforms::routes())
         .merge(metrics::routes())
         .merge(health::routes())
         .merge(logs::routes())
@@ -150,6 +152,7 @@ pub fn router(state: AppState) -> Router {
     let (routes, openapi) = documented().split_for_parts();
     let timeout = state.inner.server.request_timeout;
     let body_limit = state.inner.server.body_limit;
+    let cors = cors_layer(&state.inner.server.cors_allow_origins);
     routes
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(|| async { ApiError::NotFound("no such route; see /docs".into()) })
@@ -167,7 +170,35 @@ pub fn router(state: AppState) -> Router {
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             timeout,
         ))
+        .layer(cors)
         .with_state(state)
+}
+
+/// CORS for the configured origins (outermost, so a preflight needs no token); none allowed
+/// when the list is empty.
+fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderName, HeaderValue, Method, header};
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|origin| HeaderValue::from_str(origin).ok())
+        .collect();
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([
+            Method::OPTIONS,
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers([
+            header::ORIGIN,
+            header::ACCEPT,
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            HeaderName::from_static("idempotency-key"),
+        ])
 }
 
 /// Counts every request by its route template in the metrics.

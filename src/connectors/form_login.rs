@@ -199,10 +199,12 @@ pub async fn log_in<'a>(
     };
     if !logged_in {
         let cookie = wanted.map_or("session".to_owned(), |name| format!("{name:?}"));
+        crate::job::progress::report("login", "failed");
         return Err(login_failed(format!(
             "the answer set no {cookie} cookie (wrong user name or password?)"
         )));
     }
+    crate::job::progress::report("login", "ok");
     Ok(Session {
         ctx,
         login_url,

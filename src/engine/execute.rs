@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::EngineContext;
 use super::breaker::Admission;
+use crate::job::progress::Progress;
 use crate::job::{Claimed, JobStatus, Outcome, PageWrite, Receipt, StepError, StepKind, StepState};
 use crate::net::Retryability;
 use crate::processors::{Lookups, ProcessorChain, ProcessorSpec, tabular};
@@ -477,18 +478,28 @@ async fn collect(
         .map_err(|error| Ok(Failure::permanent("processing", error.to_string())))?;
     let lookups = load_lookups(context, &chain).await?;
     let mut checkpoint = claimed.step.checkpoint.clone();
+    let progress = Progress::resume(claimed.step.progress.as_ref());
+    let (mut pages, mut collected, mut kept) = (claimed.step.pages, claimed.step.records, 0);
     loop {
-        let page = entry
-            .connector
-            .collect_page(
+        let page = progress
+            .scope(entry.connector.collect_page(
                 &context.connector_context,
                 &config.settings,
                 checkpoint.as_ref(),
-            )
+            ))
             .await
             .map_err(|error| Ok(connector_failure(&error)));
         record_call(context, breaker, &page);
         let page = page?;
+        pages += 1;
+        let fetched = page.records.len() as u64;
+        let room = context.config.keep_original_records.saturating_sub(kept);
+        let originals = if chain.is_empty() || room == 0 {
+            Vec::new()
+        } else {
+            page.records.iter().take(room).cloned().collect()
+        };
+        kept += originals.len();
         let records = if chain.is_empty() {
             page.records
         } else {
@@ -498,9 +509,22 @@ async fn collect(
                 .map_err(|error| Ok(Failure::permanent("processing", error.to_string())))?
         };
         context.telemetry.records_collected(records.len() as u64);
+        collected += records.len() as u64;
+        progress.set(
+            "pull",
+            serde_json::json!({"pages": pages, "records": collected}),
+        );
+        if !chain.is_empty() {
+            progress.set(
+                "processing",
+                serde_json::json!({"last_page_in": fetched, "last_page_out": records.len(), "records": collected}),
+            );
+        }
         let write = PageWrite {
             records,
             checkpoint: page.checkpoint.clone(),
+            progress: Some(progress.snapshot()),
+            originals,
         };
         if page.done {
             return Ok(Some(write));

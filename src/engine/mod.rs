@@ -61,6 +61,9 @@ pub struct EngineConfig {
     pub prune_interval: Duration,
     /// Circuit breakers per upstream host and callback endpoint.
     pub breaker: BreakerConfig,
+    /// Records kept per collect step as collected, before its processors (the "original"
+    /// dataset of `GET /v1/jobs/{id}/records?dataset=original`); 0 keeps none.
+    pub keep_original_records: usize,
 }
 
 impl Default for EngineConfig {
@@ -77,6 +80,7 @@ impl Default for EngineConfig {
             retention: Duration::from_secs(7 * 24 * 3600),
             prune_interval: Duration::from_secs(3600),
             breaker: BreakerConfig::default(),
+            keep_original_records: 10_000,
         }
     }
 }

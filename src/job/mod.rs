@@ -3,6 +3,7 @@
 //!
 //! Invariant: these are plain data; no I/O happens here.
 
+pub mod progress;
 pub mod spec;
 mod state;
 
@@ -63,6 +64,8 @@ pub struct Step {
     pub created_at: Millis,
     pub updated_at: Millis,
     pub finished_at: Option<Millis>,
+    /// Named progress entries the step reported (`login`, `pull`, `processing`, `warnings`…).
+    pub progress: Option<Value>,
 }
 
 impl Step {
@@ -220,6 +223,10 @@ impl Outcome {
 pub struct PageWrite {
     pub records: Vec<Value>,
     pub checkpoint: Option<Value>,
+    /// The step's progress entries so far, stored with the page.
+    pub progress: Option<Value>,
+    /// The page's records as collected, before processors (empty when not kept).
+    pub originals: Vec<Value>,
 }
 
 /// A step to create with a new job.

@@ -24,7 +24,7 @@ pub const MAX_SOURCES: usize = 100;
 pub const MAX_SINKS: usize = 16;
 
 /// A job as submitted to `POST /v1/jobs`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     /// Where the records come from: one collect step per source.

@@ -79,10 +79,13 @@ impl StageQueue {
         self.arrived.notify_waiters();
     }
 
-    /// Adds the outputs a producer reserved room for (none, if it produced nothing), ending
+    /// Adds the outputs a producer reserved `slots` for (none, if it produced nothing), ending
     /// its reservation.
-    pub fn push_reserved(&self, messages: Vec<QueuedMessage>) {
-        self.lock().reserved -= 1;
+    pub fn push_reserved(&self, messages: Vec<QueuedMessage>, slots: usize) {
+        {
+            let mut state = self.lock();
+            state.reserved = state.reserved.saturating_sub(slots);
+        }
         if messages.is_empty() {
             self.room.notify_waiters();
         } else {
@@ -90,9 +93,12 @@ impl StageQueue {
         }
     }
 
-    /// Gives back a reservation that will not be used.
-    pub fn unreserve(&self) {
-        self.lock().reserved -= 1;
+    /// Gives back a reservation of `slots` that will not be used.
+    pub fn unreserve(&self, slots: usize) {
+        {
+            let mut state = self.lock();
+            state.reserved = state.reserved.saturating_sub(slots);
+        }
         self.room.notify_waiters();
     }
 
@@ -149,18 +155,20 @@ impl StageQueue {
         }
     }
 
-    /// Waits until the queue has room for one more producer, and reserves it: the queue never
-    /// holds more than its capacity, plus what one message's outputs exceed one by (a split).
-    /// `false` when cancelled (nothing reserved).
-    pub async fn reserve(&self, cancel: &CancellationToken) -> bool {
+    /// Waits until the queue has room for `slots` more messages (or is empty, for a batch
+    /// larger than the whole queue), and reserves them: the queue never holds more than its
+    /// capacity, plus what a split (one message, several outputs) adds. `false` when cancelled
+    /// (nothing reserved).
+    pub async fn reserve(&self, slots: usize, cancel: &CancellationToken) -> bool {
         loop {
             let room = self.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
             {
                 let mut state = self.lock();
-                if state.depth + state.reserved < self.capacity {
-                    state.reserved += 1;
+                let taken = state.depth + state.reserved;
+                if taken + slots <= self.capacity || taken == 0 {
+                    state.reserved += slots;
                     return true;
                 }
             }
@@ -226,19 +234,19 @@ mod tests {
 
         let waiter = tokio::spawn({
             let (queue, cancel) = (queue.clone(), cancel.clone());
-            async move { queue.reserve(&cancel).await }
+            async move { queue.reserve(1, &cancel).await }
         });
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished(), "full at capacity 2");
         queue.release(1);
         assert!(waiter.await.expect("task"));
         assert!(
-            tokio::time::timeout(Duration::from_millis(20), queue.reserve(&cancel))
+            tokio::time::timeout(Duration::from_millis(20), queue.reserve(1, &cancel))
                 .await
                 .is_err(),
             "the reserved slot counts against the capacity"
         );
-        queue.push_reserved(vec![message(3, 0)]);
+        queue.push_reserved(vec![message(3, 0)], 1);
         assert_eq!(queue.depth().depth, 2);
         cancel.cancel();
         assert!(queue.take(1, &shared, &cancel).await.is_none());

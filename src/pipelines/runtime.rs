@@ -30,6 +30,8 @@ use crate::net::rate_limit::WaitStats;
 use crate::net::{RateLimiter, UpstreamLimits};
 use crate::store::{Error as StoreError, SharedStore};
 
+/// Most messages a worker takes at once from a stage that calls once per message.
+const MAX_TAKE: usize = 64;
 /// Wait before handling a message again after the store refused a write.
 const STORE_RETRY: Duration = Duration::from_secs(1);
 
@@ -163,6 +165,14 @@ pub struct LiveSource {
 pub struct LiveView {
     pub source: LiveSource,
     pub stages: Vec<LiveStage>,
+}
+
+/// Messages a sink finished: nothing goes on from them.
+fn finished(messages: Vec<QueuedMessage>) -> Vec<(QueuedMessage, Vec<Value>)> {
+    messages
+        .into_iter()
+        .map(|message| (message, Vec::new()))
+        .collect()
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -349,29 +359,31 @@ impl Runtime {
         self.stages.get((index as usize).wrapping_sub(1))
     }
 
-    /// Reserves room in every stage of `targets`; `false` (nothing reserved) when cancelled.
-    async fn reserve(&self, targets: &[u32]) -> bool {
+    /// Reserves room for `slots` messages in every stage of `targets`; `false` (nothing
+    /// reserved) when cancelled.
+    async fn reserve(&self, targets: &[u32], slots: usize) -> bool {
         for (position, &target) in targets.iter().enumerate() {
             if let Some(stage) = self.stage_at(target)
-                && !stage.queue.reserve(&self.cancel).await
+                && !stage.queue.reserve(slots, &self.cancel).await
             {
-                self.unreserve(&targets[..position]);
+                self.unreserve(&targets[..position], slots);
                 return false;
             }
         }
         true
     }
 
-    fn unreserve(&self, targets: &[u32]) {
+    fn unreserve(&self, targets: &[u32], slots: usize) {
         for &target in targets {
             if let Some(stage) = self.stage_at(target) {
-                stage.queue.unreserve();
+                stage.queue.unreserve(slots);
             }
         }
     }
 
-    /// Hands freshly stored messages to the stages of `targets`, using their reservations.
-    fn distribute(&self, targets: &[u32], messages: Vec<QueuedMessage>) {
+    /// Hands freshly stored messages to the stages of `targets`, ending their reservation of
+    /// `slots`.
+    fn distribute(&self, targets: &[u32], messages: Vec<QueuedMessage>, slots: usize) {
         let mut by_stage: Vec<Vec<QueuedMessage>> = vec![Vec::new(); targets.len()];
         for message in messages {
             if let Some(position) = targets.iter().position(|&t| t == message.stage) {
@@ -380,7 +392,7 @@ impl Runtime {
         }
         for (&target, messages) in targets.iter().zip(by_stage) {
             if let Some(stage) = self.stage_at(target) {
-                stage.queue.push_reserved(messages);
+                stage.queue.push_reserved(messages, slots);
             }
         }
     }
@@ -392,15 +404,15 @@ impl Runtime {
         let clock = &self.ctx.clock;
         let mut failures = 0u32;
         loop {
-            if !self.reserve(&source.first).await {
+            if !self.reserve(&source.first, 1).await {
                 return;
             }
             if !source.limits.acquire(clock, &self.cancel).await {
-                return self.unreserve(&source.first);
+                return self.unreserve(&source.first, 1);
             }
             let checkpoint = lock(&source.checkpoint).clone();
             let page = tokio::select! {
-                _ = self.cancel.cancelled() => return self.unreserve(&source.first),
+                _ = self.cancel.cancelled() => return self.unreserve(&source.first, 1),
                 page = source.connector.collect_page(
                     &self.ctx.connector_context, &source.settings, checkpoint.as_ref()) => page,
             };
@@ -425,13 +437,13 @@ impl Runtime {
                         Ok(queued) => {
                             *lock(&source.checkpoint) = page.checkpoint;
                             *lock(&source.last_error) = None;
-                            self.distribute(&source.first, queued);
+                            self.distribute(&source.first, queued, 1);
                             empty.then(|| {
                                 clock.now() + self.spec.source.idle_interval.as_millis() as Millis
                             })
                         }
                         Err(error) => {
-                            self.unreserve(&source.first);
+                            self.unreserve(&source.first, 1);
                             tracing::error!(pipeline = %self.spec.name, %error, "cannot store a source page; it will be fetched again");
                             *lock(&source.last_error) = Some(format!("store: {error}"));
                             Some(clock.now() + STORE_RETRY.as_millis() as Millis)
@@ -439,7 +451,7 @@ impl Runtime {
                     }
                 }
                 Err(error) => {
-                    self.unreserve(&source.first);
+                    self.unreserve(&source.first, 1);
                     failures += 1;
                     let error = StageError::from_connector(&error);
                     let now = clock.now();
@@ -469,27 +481,122 @@ impl Runtime {
         }
     }
 
+    /// Messages a worker takes at once from a stage that handles them one by one: each is
+    /// still its own call (run concurrently), but their outcomes are committed in one store
+    /// write. Small enough that the reserved room downstream stays a small part of a queue.
+    fn take_size(&self, stage: &StageRun) -> usize {
+        stage.handler.batch().unwrap_or_else(|| {
+            let share = self.spec.queue_capacity as usize / (4 * stage.workers.max(1) as usize);
+            share.clamp(1, MAX_TAKE)
+        })
+    }
+
     /// One worker of a stage.
     async fn work(self: Arc<Self>, stage: Arc<StageRun>) {
         let clock = &self.ctx.clock;
-        let batch = stage.handler.batch();
-        while let Some(messages) = stage.queue.take(batch, clock, &self.cancel).await {
-            if !self.reserve(&stage.next).await {
+        let take = self.take_size(&stage);
+        while let Some(messages) = stage.queue.take(take, clock, &self.cancel).await {
+            if !self.reserve(&stage.next, messages.len()).await {
                 return;
             }
-            if !stage.limits.acquire(clock, &self.cancel).await {
-                return self.unreserve(&stage.next);
-            }
-            if stage.next.is_empty() {
+            if stage.handler.batch().is_some() {
+                if !stage.limits.acquire(clock, &self.cancel).await {
+                    return;
+                }
                 self.store(&stage, messages).await;
             } else {
-                // A processor's batch is one message: the reservation is for its outputs.
-                for message in messages {
-                    self.process(&stage, message).await;
-                }
+                self.each(&stage, messages).await;
             }
             if self.cancel.is_cancelled() {
                 return;
+            }
+        }
+    }
+
+    /// Handles messages one call each, concurrently, then commits every success in one write
+    /// and each failure on its own. The reservation taken for the batch ends here.
+    async fn each(&self, stage: &StageRun, messages: Vec<QueuedMessage>) {
+        let slots = messages.len();
+        let http = &self.ctx.connector_context.http;
+        let clock = &self.ctx.clock;
+        let sink = stage.next.is_empty();
+        let calls = messages.into_iter().map(|message| async move {
+            if !stage.limits.acquire(clock, &self.cancel).await {
+                return (message, None);
+            }
+            let result = if sink {
+                let one = std::slice::from_ref(&message.payload);
+                self.run(stage, stage.handler.store(http, one, stage.timeout))
+                    .await
+                    .map(|result| result.map(|()| Vec::new()))
+            } else {
+                self.run(
+                    stage,
+                    stage.handler.process(http, &message.payload, stage.timeout),
+                )
+                .await
+            };
+            (message, result)
+        });
+        let results = futures::future::join_all(calls).await;
+        if self.cancel.is_cancelled() {
+            return self.unreserve(&stage.next, slots);
+        }
+        let mut done = Vec::new();
+        let mut failed = Vec::new();
+        for (message, result) in results {
+            match result {
+                Some(Ok(outputs)) => done.push((message, outputs)),
+                Some(Err(error)) => failed.push((message, error)),
+                None => {}
+            }
+        }
+        self.hand_on(stage, done, slots).await;
+        for (message, error) in failed {
+            self.failed(stage, message, error).await;
+        }
+    }
+
+    /// Commits finished messages in one write: a processor's outputs enter the next stages, a
+    /// sink's messages leave. Ends the batch's reservation downstream.
+    async fn hand_on(
+        &self,
+        stage: &StageRun,
+        done: Vec<(QueuedMessage, Vec<Value>)>,
+        slots: usize,
+    ) {
+        if done.is_empty() {
+            return self.unreserve(&stage.next, slots);
+        }
+        let count = done.len();
+        let now = self.ctx.clock.now();
+        let result = if stage.next.is_empty() {
+            let ids = done.iter().map(|(message, _)| message.id).collect();
+            self.ctx
+                .store
+                .complete_messages(self.id, stage.index, ids)
+                .await
+                .map(|_| Vec::new())
+        } else {
+            let moves = done
+                .iter()
+                .map(|(message, outputs)| (message.id, outputs.clone()))
+                .collect();
+            self.ctx
+                .store
+                .advance_messages(self.id, stage.index, moves, stage.next.clone(), now)
+                .await
+        };
+        match result {
+            Ok(queued) => {
+                self.distribute(&stage.next, queued, slots);
+                stage.queue.release(count);
+            }
+            Err(error) => {
+                self.unreserve(&stage.next, slots);
+                for (message, _) in done {
+                    self.store_failed(stage, message, &error);
+                }
             }
         }
     }
@@ -511,53 +618,7 @@ impl Runtime {
         }
     }
 
-    async fn process(&self, stage: &StageRun, message: QueuedMessage) {
-        let http = &self.ctx.connector_context.http;
-        let Some(result) = self
-            .run(
-                stage,
-                stage.handler.process(http, &message.payload, stage.timeout),
-            )
-            .await
-        else {
-            return self.unreserve(&stage.next);
-        };
-        match result {
-            Ok(outputs) => {
-                let moved = self
-                    .ctx
-                    .store
-                    .advance_message(
-                        self.id,
-                        message.id,
-                        stage.index,
-                        outputs,
-                        stage.next.clone(),
-                        self.ctx.clock.now(),
-                    )
-                    .await;
-                match moved {
-                    Ok(queued) => {
-                        self.distribute(&stage.next, queued);
-                        stage.queue.release(1);
-                    }
-                    Err(StoreError::NotFound) => {
-                        self.unreserve(&stage.next);
-                        stage.queue.release(1);
-                    }
-                    Err(error) => {
-                        self.unreserve(&stage.next);
-                        self.store_failed(stage, message, &error);
-                    }
-                }
-            }
-            Err(error) => {
-                self.unreserve(&stage.next);
-                self.failed(stage, message, error).await;
-            }
-        }
-    }
-
+    /// Stores a batch in one call (a `sql` sink).
     async fn store(&self, stage: &StageRun, messages: Vec<QueuedMessage>) {
         let http = &self.ctx.connector_context.http;
         let records: Vec<Value> = messages.iter().map(|m| m.payload.clone()).collect();
@@ -568,7 +629,7 @@ impl Runtime {
             return;
         };
         match result {
-            Ok(()) => self.stored(stage, messages).await,
+            Ok(()) => self.hand_on(stage, finished(messages), 0).await,
             // One bad record must not take the others down with it: store them one by one.
             Err(error) if !error.retryable && messages.len() > 1 => {
                 for message in messages {
@@ -578,7 +639,7 @@ impl Runtime {
                         .await
                     {
                         None => return,
-                        Some(Ok(())) => self.stored(stage, vec![message]).await,
+                        Some(Ok(())) => self.hand_on(stage, finished(vec![message]), 0).await,
                         Some(Err(error)) => self.failed(stage, message, error).await,
                     }
                 }
@@ -586,23 +647,6 @@ impl Runtime {
             Err(error) => {
                 for message in messages {
                     self.failed(stage, message, error.clone()).await;
-                }
-            }
-        }
-    }
-
-    async fn stored(&self, stage: &StageRun, messages: Vec<QueuedMessage>) {
-        let ids = messages.iter().map(|m| m.id).collect();
-        match self
-            .ctx
-            .store
-            .complete_messages(self.id, stage.index, ids)
-            .await
-        {
-            Ok(_) => stage.queue.release(messages.len()),
-            Err(error) => {
-                for message in messages {
-                    self.store_failed(stage, message, &error);
                 }
             }
         }

@@ -70,11 +70,11 @@ impl Handler {
         }
     }
 
-    /// Messages one call may carry.
-    pub fn batch(&self) -> usize {
+    /// Messages one call may carry (`None`: one call per message).
+    pub fn batch(&self) -> Option<usize> {
         match self {
-            Handler::Sql(target) => target.spec.batch_size.clamp(1, 1000) as usize,
-            _ => 1,
+            Handler::Sql(target) => Some(target.spec.batch_size.clamp(1, 1000) as usize),
+            _ => None,
         }
     }
 

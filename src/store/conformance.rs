@@ -62,6 +62,7 @@ pub async fn claim_run_finish_derives_status(store: &dyn Store) {
         let page = PageWrite {
             records: vec![json!({"i": index})],
             checkpoint: Some(json!({"page": 1})),
+            ..PageWrite::default()
         };
         store
             .finish(&step.fence, Outcome::Succeeded, Some(page), 2_000)
@@ -109,6 +110,7 @@ pub async fn a_fenced_worker_cannot_commit(store: &dyn Store) {
     let page = PageWrite {
         records: vec![json!(1)],
         checkpoint: None,
+        ..PageWrite::default()
     };
     assert!(matches!(
         store.save_page(&first.fence, page.clone(), 300).await,
@@ -368,6 +370,7 @@ pub async fn prune_deletes_only_old_finished_jobs(store: &dyn Store) {
     let page = PageWrite {
         records: vec![json!(1)],
         checkpoint: None,
+        ..PageWrite::default()
     };
     store
         .finish(&step.fence, Outcome::Succeeded, Some(page), 50)

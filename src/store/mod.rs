@@ -82,6 +82,14 @@ pub trait Store: Send + Sync {
         limit: usize,
     ) -> Result<Vec<RecordRow>>;
 
+    /// A job's records as collected, before processors (capped per step).
+    async fn original_records(
+        &self,
+        id: Uuid,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<RecordRow>>;
+
     /// Leases up to `limit` steps that are due, for `owner` until `lease_until`.
     async fn claim(
         &self,
@@ -198,14 +206,13 @@ pub trait Store: Send + Sync {
         page: SourcePage,
         now: Millis,
     ) -> Result<Vec<QueuedMessage>>;
-    /// A processor finished a message: it leaves `stage`, its outputs enter `to`. `NotFound`
-    /// when the message is no longer at `stage`.
-    async fn advance_message(
+    /// Processors finished these messages (id, outputs): each leaves `stage` and its outputs
+    /// enter `to`, in one transaction; a message no longer at `stage` is skipped.
+    async fn advance_messages(
         &self,
         id: Uuid,
-        message: i64,
         stage: u32,
-        outputs: Vec<serde_json::Value>,
+        moves: Vec<(i64, Vec<serde_json::Value>)>,
         to: Vec<u32>,
         now: Millis,
     ) -> Result<Vec<QueuedMessage>>;
@@ -241,6 +248,12 @@ pub trait Store: Send + Sync {
         limit: usize,
         pending: bool,
     ) -> Result<Vec<PipelineDeadLetter>>;
+    /// Inserts or replaces a platform by name.
+    async fn put_platform(&self, platform: &crate::platforms::Platform) -> Result<()>;
+    async fn delete_platform(&self, name: &str) -> Result<bool>;
+    async fn get_platform(&self, name: &str) -> Result<Option<crate::platforms::Platform>>;
+    async fn list_platforms(&self) -> Result<Vec<crate::platforms::Platform>>;
+
     /// Appends a metric log entry (`kind` `events` or `delete`); `None` when `batch_id` was
     /// seen before, in which case nothing is written.
     async fn append_metric_log(

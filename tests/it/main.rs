@@ -19,6 +19,7 @@ mod metrics_sources;
 mod outages;
 mod pipeline_crash;
 mod pipelines;
+mod platforms;
 mod readme;
 mod schedules;
 mod ssrf;

@@ -64,19 +64,34 @@ async fn the_rust_schedule_example_works() {
     );
 }
 
-/// The README's `[[pipeline]]` example loads as configuration and passes validation.
-#[test]
-fn the_pipeline_example_is_valid_configuration() {
+/// The README's TOML block after `<!-- readme:{name} -->`, loaded as `gleaner.toml`.
+fn readme_config(name: &str) -> gleaner::config::Config {
     let readme = include_str!("../../README.md");
-    let marker = "<!-- readme:pipeline-toml -->";
-    let after = &readme[readme.find(marker).expect("marker in README") + marker.len()..];
+    let marker = format!("<!-- readme:{name} -->");
+    let after = &readme[readme.find(&marker).expect("marker in README") + marker.len()..];
     let start = after.find("```toml\n").expect("toml block") + "```toml\n".len();
     let end = start + after[start..].find("```").expect("end of block");
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("gleaner.toml");
     std::fs::write(&file, &after[start..end]).expect("write");
-    let config = gleaner::config::Config::load(Some(&file), &Default::default())
-        .expect("the README's pipeline loads");
+    gleaner::config::Config::load(Some(&file), &Default::default())
+        .unwrap_or_else(|error| panic!("the README's {name} loads: {error}"))
+}
+
+/// The README's `[[platform]]` example loads and passes validation.
+#[test]
+fn the_platform_example_is_valid_configuration() {
+    let config = readme_config("platform-toml");
+    assert_eq!(config.platform.len(), 1);
+    config.platform[0]
+        .validate(&gleaner::connectors::ConnectorRegistry::builtin(&config))
+        .expect("the README's platform is valid");
+}
+
+/// The README's `[[pipeline]]` example loads as configuration and passes validation.
+#[test]
+fn the_pipeline_example_is_valid_configuration() {
+    let config = readme_config("pipeline-toml");
     assert_eq!(config.pipeline.len(), 1);
     let spec = &config.pipeline[0];
     assert_eq!((spec.processors.len(), spec.sinks.len()), (1, 2));

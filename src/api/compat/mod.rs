@@ -6,6 +6,7 @@
 //! API would refuse.
 
 mod datahog;
+mod etlas;
 mod integration;
 mod metrics;
 
@@ -23,6 +24,10 @@ pub const PATHS: &[&str] = &[
     "/data/metrics",
     "/data/metrics/{key}",
     "/health/ping",
+    "/system/alive",
+    "/platforms/get",
+    "/execution/run",
+    "/execution/get",
 ];
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -30,4 +35,5 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(datahog::routes())
         .merge(integration::routes())
         .merge(metrics::routes())
+        .merge(etlas::routes())
 }

@@ -55,8 +55,10 @@ impl Listing {
             .map(|date| date.to_string())
             .collect();
         if missing.is_empty() {
+            crate::job::progress::report("availability", "every date of the range has a report");
             return Ok(());
         }
+        crate::job::progress::report("availability", format!("missing: {}", missing.join(", ")));
         Err(Error::Response(format!(
             "no report for {} in the listing",
             missing.join(", ")

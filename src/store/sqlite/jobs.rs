@@ -234,9 +234,29 @@ pub fn records(
     after: Option<i64>,
     limit: usize,
 ) -> Result<Vec<RecordRow>> {
-    let mut statement = conn.prepare_cached(
-        "SELECT id, step_id, page, data FROM records WHERE job_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
-    )?;
+    rows_of("records", conn, id, after, limit)
+}
+
+/// Records as collected, before processors (kept up to `engine.keep_original_records`).
+pub fn original_records(
+    conn: &Connection,
+    id: Uuid,
+    after: Option<i64>,
+    limit: usize,
+) -> Result<Vec<RecordRow>> {
+    rows_of("original_records", conn, id, after, limit)
+}
+
+fn rows_of(
+    table: &'static str,
+    conn: &Connection,
+    id: Uuid,
+    after: Option<i64>,
+    limit: usize,
+) -> Result<Vec<RecordRow>> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT id, step_id, page, data FROM {table} WHERE job_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+    ))?;
     let records = statement
         .query_map(
             params![id.to_string(), after.unwrap_or(0), limit as i64],
@@ -296,6 +316,7 @@ pub fn prune(conn: &Connection, before: Millis, now: Millis) -> Result<u64> {
     let list = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
     for table in [
         "records",
+        "original_records",
         "attempts",
         "dead_letters",
         "steps",

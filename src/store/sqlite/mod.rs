@@ -8,6 +8,7 @@ mod jobs;
 mod lookups;
 mod metrics;
 mod pipelines;
+mod platforms;
 mod rows;
 mod schedules;
 mod schema;
@@ -231,6 +232,16 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<RecordRow>> {
         self.read(move |conn| jobs::records(conn, id, after, limit))
+            .await
+    }
+
+    async fn original_records(
+        &self,
+        id: Uuid,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<RecordRow>> {
+        self.read(move |conn| jobs::original_records(conn, id, after, limit))
             .await
     }
 
@@ -550,18 +561,17 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn advance_message(
+    async fn advance_messages(
         &self,
         id: Uuid,
-        message: i64,
         stage: u32,
-        outputs: Vec<serde_json::Value>,
+        moves: Vec<(i64, Vec<serde_json::Value>)>,
         to: Vec<u32>,
         now: Millis,
     ) -> Result<Vec<QueuedMessage>> {
         self.write(move |conn| {
             Ok((
-                pipelines::advance(conn, id, message, stage, &outputs, &to, now)?,
+                pipelines::advance_all(conn, id, stage, &moves, &to, now)?,
                 Wake::No,
             ))
         })
@@ -619,6 +629,27 @@ impl Store for SqliteStore {
     ) -> Result<Vec<PipelineDeadLetter>> {
         self.read(move |conn| pipelines::dead_letters(conn, id, after, limit, pending))
             .await
+    }
+
+    async fn put_platform(&self, platform: &crate::platforms::Platform) -> Result<()> {
+        let platform = platform.clone();
+        self.write(move |conn| Ok((platforms::put(conn, &platform)?, Wake::No)))
+            .await
+    }
+
+    async fn delete_platform(&self, name: &str) -> Result<bool> {
+        let name = name.to_owned();
+        self.write(move |conn| Ok((platforms::delete(conn, &name)?, Wake::No)))
+            .await
+    }
+
+    async fn get_platform(&self, name: &str) -> Result<Option<crate::platforms::Platform>> {
+        let name = name.to_owned();
+        self.read(move |conn| platforms::get(conn, &name)).await
+    }
+
+    async fn list_platforms(&self) -> Result<Vec<crate::platforms::Platform>> {
+        self.read(platforms::list).await
     }
 
     async fn append_metric_log(

@@ -305,6 +305,26 @@ pub fn advance(
     enqueue(conn, &key, outputs, to, now)
 }
 
+/// Processors finished these messages; those no longer at `stage` are skipped.
+pub fn advance_all(
+    conn: &Connection,
+    id: Uuid,
+    stage: u32,
+    moves: &[(i64, Vec<Value>)],
+    to: &[u32],
+    now: Millis,
+) -> Result<Vec<QueuedMessage>> {
+    let mut queued = Vec::new();
+    for (message, outputs) in moves {
+        match advance(conn, id, *message, stage, outputs, to, now) {
+            Ok(rows) => queued.extend(rows),
+            Err(Error::NotFound) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(queued)
+}
+
 /// A sink stored these messages; returns how many were still queued.
 pub fn complete(conn: &Connection, id: Uuid, stage: u32, messages: &[i64]) -> Result<u64> {
     let key = id.to_string();

@@ -9,7 +9,7 @@ use crate::job::{Attempt, DeadLetter, Job, JobStatus, Step, StepKind, StepState}
 /// The step columns, in the order `step` reads them.
 pub const STEP_COLUMNS: &str = "id, job_id, position, kind, name, state, attempt, max_attempts, run_at, \
      deadline_at, lease_owner, lease_expires_at, checkpoint, pages, records, last_error, last_status, \
-     config, created_at, updated_at, finished_at, started_at, deferrals, round_start";
+     config, created_at, updated_at, finished_at, started_at, deferrals, round_start, progress";
 
 pub const JOB_COLUMNS: &str = "id, status, spec, created_at, updated_at, finished_at";
 
@@ -89,6 +89,7 @@ pub struct RawStep {
     finished_at: Option<i64>,
     deferrals: u32,
     round_start: u32,
+    progress: Option<String>,
 }
 
 impl RawStep {
@@ -117,6 +118,7 @@ impl RawStep {
             finished_at: row.get(20)?,
             deferrals: row.get(22)?,
             round_start: row.get(23)?,
+            progress: row.get(24)?,
         })
     }
 
@@ -160,6 +162,11 @@ impl RawStep {
             created_at: self.created_at,
             updated_at: self.updated_at,
             finished_at: self.finished_at,
+            progress: self
+                .progress
+                .as_deref()
+                .map(|text| json(24, text))
+                .transpose()?,
         })
     }
 }
@@ -190,6 +197,7 @@ pub fn step(row: &Row<'_>) -> rusqlite::Result<(Step, Option<i64>)> {
         created_at: row.get(18)?,
         updated_at: row.get(19)?,
         finished_at: row.get(20)?,
+        progress: optional_json(row, 24)?,
     };
     Ok((step, row.get(21)?))
 }

@@ -9,6 +9,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_schedules.sql"),
     include_str!("migrations/0004_pipelines.sql"),
     include_str!("migrations/0005_metrics.sql"),
+    include_str!("migrations/0006_platforms.sql"),
     include_str!("migrations/0007_lookups.sql"),
 ];
 

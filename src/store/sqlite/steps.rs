@@ -113,7 +113,7 @@ pub fn save_page(conn: &Connection, fence: &Fence, page: &PageWrite, now: Millis
     let checkpoint = page.checkpoint.as_ref().map(Value::to_string);
     let mut advance = conn.prepare_cached(
         "UPDATE steps SET checkpoint = COALESCE(?4, checkpoint), pages = pages + 1, records = records + ?5,
-                updated_at = ?6
+                updated_at = ?6, progress = COALESCE(?7, progress)
          WHERE id = ?1 AND lease_owner = ?2 AND attempt = ?3 AND state = 'running'
          RETURNING job_id, pages - 1",
     )?;
@@ -125,7 +125,8 @@ pub fn save_page(conn: &Connection, fence: &Fence, page: &PageWrite, now: Millis
                 fence.attempt,
                 checkpoint,
                 page.records.len() as i64,
-                now
+                now,
+                page.progress.as_ref().map(Value::to_string),
             ],
             |row| Ok((row.get(0)?, row.get(1)?)),
         )
@@ -144,20 +145,25 @@ fn insert_records(
     page_number: i64,
     page: &PageWrite,
 ) -> Result<()> {
-    if page.records.is_empty() {
-        return Ok(());
-    }
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO records (job_id, step_id, page, seq, data) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
-    for (seq, record) in page.records.iter().enumerate() {
-        insert.execute(params![
-            job_id,
-            step_id,
-            page_number,
-            seq as i64,
-            record.to_string()
-        ])?;
+    for (table, records) in [
+        ("records", &page.records),
+        ("original_records", &page.originals),
+    ] {
+        if records.is_empty() {
+            continue;
+        }
+        let mut insert = conn.prepare_cached(&format!(
+            "INSERT INTO {table} (job_id, step_id, page, seq, data) VALUES (?1, ?2, ?3, ?4, ?5)"
+        ))?;
+        for (seq, record) in records.iter().enumerate() {
+            insert.execute(params![
+                job_id,
+                step_id,
+                page_number,
+                seq as i64,
+                record.to_string()
+            ])?;
+        }
     }
     Ok(())
 }
@@ -194,7 +200,8 @@ pub fn finish(
         "UPDATE steps SET state = ?4, run_at = ?5, lease_owner = NULL, lease_expires_at = NULL,
                 last_error = ?6, last_status = ?7, updated_at = ?8, finished_at = ?9,
                 checkpoint = COALESCE(?10, checkpoint), pages = pages + ?11, records = records + ?12,
-                max_attempts = max_attempts + ?13, deferrals = deferrals + ?13
+                max_attempts = max_attempts + ?13, deferrals = deferrals + ?13,
+                progress = COALESCE(?14, progress)
          WHERE id = ?1 AND lease_owner = ?2 AND attempt = ?3 AND state = 'running'
          RETURNING job_id, kind, name, attempt, started_at, pages - 1",
     )?;
@@ -214,6 +221,9 @@ pub fn finish(
                 i64::from(last_page.is_some()),
                 last_page.map_or(0, |page| page.records.len() as i64),
                 deferred,
+                last_page
+                    .and_then(|page| page.progress.as_ref())
+                    .map(Value::to_string),
             ],
             |row| {
                 Ok((
