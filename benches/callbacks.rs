@@ -253,6 +253,9 @@ impl Server {
         let connectors = ConnectorRegistry::builtin(&config);
         let sinks = SinkRegistry::builtin(&config.sinks);
         let timezone = jiff::tz::TimeZone::UTC;
+        // The key the server's data directory seals with, so its workers open these jobs.
+        let sealer = gleaner::secrets::Sealer::load(&config.secrets, &config.data_dir)
+            .expect("the data directory's key");
         let catalog = Catalog {
             connectors: &connectors,
             sinks: &sinks,
@@ -261,6 +264,7 @@ impl Server {
                 guard: gleaner::net::AddressGuard::new(config.net.allow.clone()),
             },
             timezone: &timezone,
+            sealer: &sealer,
         };
         let mut sink = Map::new();
         sink.insert("url".into(), Value::String(receiver_url.to_owned()));

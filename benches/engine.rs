@@ -623,6 +623,9 @@ async fn pre_insert(server: &Server, total: usize) -> Duration {
     let connectors = ConnectorRegistry::builtin(&server.config);
     let sinks = SinkRegistry::builtin(&server.config.sinks);
     let timezone = jiff::tz::TimeZone::UTC;
+    // The key the server's data directory seals with, so its workers open these jobs.
+    let sealer = gleaner::secrets::Sealer::load(&server.config.secrets, &server.config.data_dir)
+        .expect("the data directory's key");
     let catalog = Catalog {
         connectors: &connectors,
         sinks: &sinks,
@@ -631,6 +634,7 @@ async fn pre_insert(server: &Server, total: usize) -> Duration {
             guard: gleaner::net::AddressGuard::default(),
         },
         timezone: &timezone,
+        sealer: &sealer,
     };
     let spec = JobSpec {
         sources: vec![SourceSpec {

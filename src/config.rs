@@ -52,6 +52,8 @@ pub struct Config {
     pub platform: Vec<crate::platforms::PlatformSpec>,
     /// Metric ingest: windows, snapshots, limits, StatsD.
     pub metrics: crate::metrics::MetricsConfig,
+    /// The key that seals credentials in the store (default: `<data_dir>/secret.key`).
+    pub secrets: crate::secrets::SecretsConfig,
 }
 
 impl Default for Config {
@@ -71,6 +73,7 @@ impl Default for Config {
             schedule: Vec::new(),
             pipeline: Vec::new(),
             metrics: Default::default(),
+            secrets: Default::default(),
             platform: Vec::new(),
         }
     }

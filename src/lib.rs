@@ -19,6 +19,7 @@ pub mod pipelines;
 pub mod platforms;
 pub mod processors;
 pub mod schedule;
+pub mod secrets;
 pub mod server;
 pub mod sinks;
 pub mod store;

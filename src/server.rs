@@ -21,6 +21,7 @@ use crate::net::HttpClientFactory;
 use crate::observability::{Telemetry, logging};
 use crate::pipelines::{PipelineContext, PipelineManager};
 use crate::schedule::scheduler::{Scheduler, SchedulerContext};
+use crate::secrets::Sealer;
 use crate::sinks::{SinkContext, SinkRegistry, SinkValidation};
 use crate::store::SharedStore;
 use crate::store::sqlite::SqliteStore;
@@ -35,6 +36,8 @@ pub enum Error {
     },
     #[error("store: {0}")]
     Store(#[from] crate::store::Error),
+    #[error(transparent)]
+    Secrets(#[from] crate::secrets::KeyError),
     #[error("outgoing http client: {0}")]
     Http(#[from] crate::net::UpstreamError),
     #[error("listening on {addr}: {source}")]
@@ -155,6 +158,7 @@ impl App {
         )?);
         let clock = parts.clock.unwrap_or_else(|| Arc::new(SystemClock));
         ensure_admin_token(&store, &config.data_dir, clock.now()).await?;
+        let sealer = Sealer::load(&config.secrets, &config.data_dir)?;
         let http = HttpClientFactory::new(&config.net)?;
         let connectors = parts
             .connectors
@@ -184,6 +188,7 @@ impl App {
             telemetry: telemetry.clone(),
             config: Arc::new(config.engine.clone()),
             breakers: breakers.clone(),
+            sealer: sealer.clone(),
         };
         let sink_validation = SinkValidation {
             files_root: files_root.clone(),
@@ -197,12 +202,20 @@ impl App {
             sink_validation: sink_validation.clone(),
             defaults: config.engine.step_defaults(),
             timezone: config.timezone()?,
+            sealer: sealer.clone(),
             changed: Arc::new(tokio::sync::Notify::new()),
         };
         crate::schedule::scheduler::sync_config(&scheduler, &config.schedule).await?;
-        crate::pipelines::accept::sync_config(&store, &connectors, &config.pipeline, clock.now())
+        crate::pipelines::accept::sync_config(
+            &store,
+            &connectors,
+            &sealer,
+            &config.pipeline,
+            clock.now(),
+        )
+        .await?;
+        crate::platforms::sync_config(&store, &scheduler.catalog(), &config.platform, clock.now())
             .await?;
-        crate::platforms::sync_config(&store, &connectors, &config.platform, clock.now()).await?;
         let pipelines = PipelineManager::new(PipelineContext {
             store: store.clone(),
             clock: clock.clone(),
@@ -210,6 +223,7 @@ impl App {
             connector_context: connector_context.clone(),
             limits: crate::net::UpstreamLimits::new(&config.net.rate_limits),
             data_dir: config.data_dir.clone(),
+            sealer: sealer.clone(),
         });
         let metrics = crate::metrics::MetricsService::open(
             store.clone(),

@@ -95,6 +95,7 @@ impl AppState {
             sinks: &self.inner.sinks,
             sink_validation: &self.inner.sink_validation,
             timezone: &self.inner.scheduler.timezone,
+            sealer: &self.inner.scheduler.sealer,
         }
     }
 }

@@ -18,7 +18,7 @@ use super::extract::{ApiJson, ApiPath};
 use crate::clock::rfc3339;
 use crate::observability::PipelineStageSample;
 use crate::pipelines::PipelineSpec;
-use crate::pipelines::accept::validate;
+use crate::pipelines::accept::{seal_secrets, validate};
 use crate::pipelines::model::{Pipeline, PipelineDeadLetter, PipelineState, StageCounters};
 use crate::pipelines::runtime::{LiveSource, LiveStage, stage_name};
 use crate::pipelines::spec::SinkKind;
@@ -90,7 +90,7 @@ pub struct PipelineView {
 }
 
 /// The definition with secrets hidden: connector settings marked secret, SQL passwords and
-/// HTTP header values.
+/// HTTP header values, and anything else stored sealed.
 fn redacted(spec: &PipelineSpec, state: &AppState) -> Value {
     let mut spec = spec.clone();
     if let Some(entry) = state.inner.connectors.get(&spec.source.connector) {
@@ -110,7 +110,9 @@ fn redacted(spec: &PipelineSpec, state: &AppState) -> Value {
             SinkKind::Sql(sql) => sql.url = sql.redacted_url(),
         }
     }
-    serde_json::to_value(spec).unwrap_or(Value::Null)
+    let mut view = serde_json::to_value(spec).unwrap_or(Value::Null);
+    crate::secrets::mask_sealed(&mut view);
+    view
 }
 
 impl PipelineView {
@@ -208,8 +210,12 @@ async fn create_pipeline(
     State(state): State<AppState>,
     body: ApiJson<PipelineSpec>,
 ) -> ApiResult<(StatusCode, Json<PipelineView>)> {
-    let spec = body.value;
-    validate(&spec, &state.inner.connectors).map_err(refuse)?;
+    validate(&body.value, &state.inner.connectors).map_err(refuse)?;
+    let spec = seal_secrets(
+        &body.value,
+        &state.inner.connectors,
+        &state.inner.scheduler.sealer,
+    );
     let now = state.inner.clock.now();
     let pipeline = Pipeline {
         id: Uuid::now_v7(),
@@ -292,14 +298,20 @@ async fn patch_pipeline(
             "a merge patch must be a JSON object",
         ));
     }
-    let mut merged = serde_json::to_value(&existing.spec)
-        .map_err(|error| ApiError::Internal(error.to_string()))?;
+    // The patch applies to the clear definition (so a clear value may replace a sealed one);
+    // the result is sealed again before it is stored.
+    let sealer = &state.inner.scheduler.sealer;
+    let opened = sealer.unseal_typed(&existing.spec).map_err(|error| {
+        ApiError::Internal(format!("pipeline {:?}: {error}", existing.spec.name))
+    })?;
+    let mut merged =
+        serde_json::to_value(&opened).map_err(|error| ApiError::Internal(error.to_string()))?;
     merge_patch(&mut merged, &body.value);
     let spec: PipelineSpec = serde_json::from_value(merged)
         .map_err(|error| ApiError::unprocessable(format!("patched definition: {error}")))?;
     validate(&spec, &state.inner.connectors).map_err(refuse)?;
     let pipeline = Pipeline {
-        spec,
+        spec: seal_secrets(&spec, &state.inner.connectors, sealer),
         updated_at: state.inner.clock.now(),
         ..existing
     };

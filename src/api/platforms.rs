@@ -187,7 +187,7 @@ async fn create_platform(
     }
     let now = state.inner.clock.now();
     let platform = Platform {
-        spec,
+        spec: spec.sealed(&state.catalog()),
         origin: Origin::Api,
         created_at: now,
         updated_at: now,

@@ -192,8 +192,10 @@ pub fn breaker_key(
 }
 
 /// Runs one claimed step to the end of its attempt and records the outcome.
-pub async fn run_step(context: &EngineContext, claimed: Claimed) {
+pub async fn run_step(context: &EngineContext, mut claimed: Claimed) {
     let started = Instant::now();
+    // Settings are stored with their secrets sealed; this attempt's copy holds them in clear.
+    let unsealed = context.sealer.unseal_all(&mut claimed.step.config);
     let kind = claimed.step.kind;
     context.telemetry.attempt(kind.as_str());
     let span = tracing::info_span!("step", job_id = %claimed.step.job_id, step_id = claimed.step.id,
@@ -223,6 +225,9 @@ pub async fn run_step(context: &EngineContext, claimed: Claimed) {
                     )
                 };
                 return Err(Ok(failure));
+            }
+            if let Err(error) = &unsealed {
+                return Err(Ok(Failure::permanent("settings", error.to_string())));
             }
             if let Some(key) = &breaker {
                 match context.breakers.admit(key, now) {

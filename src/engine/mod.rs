@@ -121,4 +121,6 @@ pub struct EngineContext {
     pub telemetry: Telemetry,
     pub config: Arc<EngineConfig>,
     pub breakers: Breakers,
+    /// Opens the sealed secrets of a step's settings when it runs.
+    pub sealer: crate::secrets::Sealer,
 }

@@ -16,6 +16,7 @@ use crate::connectors::ConnectorRegistry;
 use crate::connectors::registry::ValidationError;
 use crate::dates::{DateError, resolve_dates};
 use crate::processors::{ProcessorChain, ProcessorSpec};
+use crate::secrets::{SealError, Sealer, mask_sealed};
 use crate::sinks::{SinkRegistry, SinkValidation};
 
 /// Most sources one job may name.
@@ -86,6 +87,22 @@ pub struct SinkSpec {
     pub settings: Map<String, Value>,
 }
 
+impl SinkSpec {
+    /// Seals the settings the sink's schema marks `writeOnly`.
+    pub fn seal_secrets(&mut self, catalog: &Catalog<'_>) {
+        let Some(entry) = catalog.sinks.get(&self.kind) else {
+            return;
+        };
+        let mut settings = Value::Object(std::mem::take(&mut self.settings));
+        catalog
+            .sealer
+            .seal_secrets(entry.schema.raw(), &mut settings);
+        if let Value::Object(sealed) = settings {
+            self.settings = sealed;
+        }
+    }
+}
+
 /// Per-job retry limits.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -138,6 +155,9 @@ pub enum SpecError {
         setting: String,
         error: DateError,
     },
+    /// A stored template (a schedule's job) holds a secret sealed under another key.
+    #[error("{0}")]
+    Sealed(#[from] SealError),
 }
 
 /// Everything `plan` checks against.
@@ -147,6 +167,8 @@ pub struct Catalog<'a> {
     pub sink_validation: &'a SinkValidation,
     /// The zone relative dates in settings are resolved in (`timezone` in the config).
     pub timezone: &'a TimeZone,
+    /// Opens the secrets of a stored template and seals those of the planned job.
+    pub sealer: &'a Sealer,
 }
 
 impl JobSpec {
@@ -155,6 +177,9 @@ impl JobSpec {
     /// Relative dates in source settings (`"format": "date"` or `"date-time"` in the
     /// connector's schema) are resolved at `now` first; the stored spec holds the resolved
     /// values and lists the phrases in `resolved_dates`.
+    ///
+    /// Sealed settings (a stored template planned again) are opened before validation, and
+    /// every `writeOnly` setting of a source or sink is sealed in the stored spec and steps.
     pub fn plan(
         &self,
         catalog: &Catalog<'_>,
@@ -170,6 +195,7 @@ impl JobSpec {
         }
         let (max_attempts, budget_ms) = self.retry_limits(defaults)?;
         let mut accepted = self.clone();
+        accepted.unseal(catalog.sealer)?;
         accepted.resolved_dates = accepted.resolve_dates(catalog, now)?;
         for (index, source) in accepted.sources.iter().enumerate() {
             catalog
@@ -192,7 +218,7 @@ impl JobSpec {
         }
         ProcessorChain::compile(&self.processors)
             .map_err(|error| SpecError::Processors(error.to_string()))?;
-        for (index, sink) in self.sinks.iter().enumerate() {
+        for (index, sink) in accepted.sinks.iter().enumerate() {
             let settings = Value::Object(sink.settings.clone());
             catalog
                 .sinks
@@ -208,6 +234,11 @@ impl JobSpec {
                     .connectors
                     .get(&source.connector)
                     .and_then(|entry| entry.connector.label(&source.settings));
+            }
+            if let Some(entry) = catalog.connectors.get(&source.connector) {
+                catalog
+                    .sealer
+                    .seal_secrets(entry.schema.raw(), &mut source.settings);
             }
             let name = source.name.as_deref().unwrap_or(&source.connector);
             NewStep {
@@ -231,6 +262,7 @@ impl JobSpec {
                     secret,
                 });
             }
+            sink.seal_secrets(catalog);
             // A sink with its own schedule gets as many attempts as it has entries, and the
             // time to go through all of them.
             let (attempts, deadline) = match entry.sink.retry_schedule() {
@@ -259,6 +291,19 @@ impl JobSpec {
             idempotency,
             generated_secrets,
         })
+    }
+
+    /// Opens every sealed setting of the sources and sinks in place.
+    fn unseal(&mut self, sealer: &Sealer) -> Result<(), SealError> {
+        for source in &mut self.sources {
+            sealer.unseal_all(&mut source.settings)?;
+        }
+        for sink in &mut self.sinks {
+            for value in sink.settings.values_mut() {
+                sealer.unseal_all(value)?;
+            }
+        }
+        Ok(())
     }
 
     /// Resolves the relative dates of every source's settings in place.
@@ -330,10 +375,13 @@ impl JobSpec {
         Ok((max_attempts, budget_ms))
     }
 
-    /// A copy of the spec with every secret setting replaced by `"********"`.
+    /// A copy of the spec with every secret setting, and any other sealed value, replaced by
+    /// `"********"`.
     pub fn redacted(spec: &Value, catalog: &Catalog<'_>) -> Value {
         let Ok(mut parsed) = serde_json::from_value::<JobSpec>(spec.clone()) else {
-            return spec.clone();
+            let mut copy = spec.clone();
+            mask_sealed(&mut copy);
+            return copy;
         };
         for source in &mut parsed.sources {
             if let Some(entry) = catalog.connectors.get(&source.connector) {
@@ -348,6 +396,8 @@ impl JobSpec {
                 sink.settings = settings;
             }
         }
-        serde_json::to_value(parsed).unwrap_or_else(|_| spec.clone())
+        let mut redacted = serde_json::to_value(parsed).unwrap_or_else(|_| spec.clone());
+        mask_sealed(&mut redacted);
+        redacted
     }
 }

@@ -4,11 +4,12 @@
 use uuid::Uuid;
 
 use super::model::{Pipeline, PipelineState};
-use super::spec::{MAX_STAGES, MAX_WORKERS, PipelineSpec, RateWindow};
+use super::spec::{MAX_STAGES, MAX_WORKERS, PipelineSpec, ProcessorKind, RateWindow, SinkKind};
 use super::stage::Handler;
 use crate::clock::Millis;
 use crate::connectors::ConnectorRegistry;
 use crate::schedule::{Origin, is_valid_name};
+use crate::secrets::Sealer;
 use crate::store::SharedStore;
 
 /// Most messages one stage's queue may be configured to hold.
@@ -102,6 +103,37 @@ pub fn validate(spec: &PipelineSpec, connectors: &ConnectorRegistry) -> Result<(
     Ok(())
 }
 
+/// `spec` as it is stored: the source's `writeOnly` settings, every HTTP stage's header values
+/// and every SQL stage's URL sealed (values already sealed are kept). Call after [`validate`],
+/// which needs them in clear.
+pub fn seal_secrets(
+    spec: &PipelineSpec,
+    connectors: &ConnectorRegistry,
+    sealer: &Sealer,
+) -> PipelineSpec {
+    let mut spec = spec.clone();
+    if let Some(entry) = connectors.get(&spec.source.connector) {
+        sealer.seal_secrets(entry.schema.raw(), &mut spec.source.settings);
+    }
+    let seal_headers = |headers: &mut std::collections::BTreeMap<String, String>| {
+        for value in headers.values_mut() {
+            *value = sealer.seal_once(value);
+        }
+    };
+    for stage in &mut spec.processors {
+        if let ProcessorKind::Http(call) = &mut stage.kind {
+            seal_headers(&mut call.headers);
+        }
+    }
+    for stage in &mut spec.sinks {
+        match &mut stage.kind {
+            SinkKind::Http(call) => seal_headers(&mut call.headers),
+            SinkKind::Sql(sql) => sql.url = sealer.seal_once(&sql.url),
+        }
+    }
+    spec
+}
+
 /// Error of [`sync_config`].
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -116,6 +148,7 @@ pub enum SyncError {
 pub async fn sync_config(
     store: &SharedStore,
     connectors: &ConnectorRegistry,
+    sealer: &Sealer,
     specs: &[PipelineSpec],
     now: Millis,
 ) -> Result<(), SyncError> {
@@ -125,13 +158,19 @@ pub async fn sync_config(
             name: spec.name.clone(),
             error,
         })?;
+        // Stored secrets are sealed; one that no longer opens counts as a change.
+        let unchanged = |existing: &Pipeline| {
+            sealer
+                .unseal_typed(&existing.spec)
+                .is_ok_and(|opened| opened == *spec)
+        };
         match stored.iter().find(|p| p.spec.name == spec.name) {
-            Some(existing) if existing.origin == Origin::Config && existing.spec == *spec => {}
+            Some(existing) if existing.origin == Origin::Config && unchanged(existing) => {}
             Some(existing) => {
                 store
                     .replace_pipeline(&Pipeline {
                         origin: Origin::Config,
-                        spec: spec.clone(),
+                        spec: seal_secrets(spec, connectors, sealer),
                         updated_at: now.max(existing.updated_at + 1),
                         ..existing.clone()
                     })
@@ -142,7 +181,7 @@ pub async fn sync_config(
                     .create_pipeline(&Pipeline {
                         id: Uuid::now_v7(),
                         origin: Origin::Config,
-                        spec: spec.clone(),
+                        spec: seal_secrets(spec, connectors, sealer),
                         state: PipelineState::Running,
                         checkpoint: None,
                         created_at: now,

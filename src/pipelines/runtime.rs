@@ -44,6 +44,8 @@ pub struct PipelineContext {
     pub connector_context: ConnectorContext,
     pub limits: UpstreamLimits,
     pub data_dir: PathBuf,
+    /// Opens the secrets of the stored definition when a pipeline starts.
+    pub sealer: crate::secrets::Sealer,
 }
 
 /// A stage's limits: its own windows and those of the upstream it calls.
@@ -190,6 +192,8 @@ pub enum StartError {
     Connector(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Sealed(#[from] crate::secrets::SealError),
 }
 
 /// The display name of stage `index` (1-based) of `spec`: its own or `type-index`.
@@ -215,7 +219,8 @@ impl Runtime {
         pipeline: &Pipeline,
         parent: &CancellationToken,
     ) -> Result<Arc<Self>, StartError> {
-        let spec = pipeline.spec.clone();
+        // Stored with its secrets sealed; the running copy holds them in clear.
+        let spec = ctx.sealer.unseal_typed(&pipeline.spec)?;
         let processors = spec.processors.len() as u32;
         let sinks = spec.sinks.len() as u32;
         let sink_stages: Vec<u32> = (processors + 1..=processors + sinks).collect();

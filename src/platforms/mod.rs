@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::connectors::ConnectorRegistry;
-use crate::job::spec::{JobSpec, RetrySpec, SinkSpec, SourceSpec};
+use crate::job::spec::{Catalog, JobSpec, RetrySpec, SinkSpec, SourceSpec};
 use crate::processors::ProcessorSpec;
 
 /// A platform as written.
@@ -63,6 +63,21 @@ impl PlatformSpec {
         crate::processors::ProcessorChain::compile(&self.processors)
             .map_err(|error| PlatformError(format!("processors: {error}")))?;
         Ok(())
+    }
+
+    /// The platform as stored: the `writeOnly` fields of its default settings and of its
+    /// sinks sealed (a run's job is planned, which opens them).
+    pub fn sealed(&self, catalog: &Catalog<'_>) -> PlatformSpec {
+        let mut spec = self.clone();
+        if let Some(entry) = catalog.connectors.get(&spec.connector) {
+            catalog
+                .sealer
+                .seal_secrets(entry.schema.raw(), &mut spec.settings);
+        }
+        for sink in &mut spec.sinks {
+            sink.seal_secrets(catalog);
+        }
+        spec
     }
 
     /// The job a run with `settings` creates: the platform's defaults overridden key by key.
@@ -234,13 +249,13 @@ pub struct Platform {
 /// longer has.
 pub async fn sync_config(
     store: &crate::store::SharedStore,
-    connectors: &ConnectorRegistry,
+    catalog: &Catalog<'_>,
     specs: &[PlatformSpec],
     now: crate::clock::Millis,
 ) -> Result<(), crate::server::Error> {
     let stored = store.list_platforms().await?;
     for spec in specs {
-        spec.validate(connectors).map_err(|error| {
+        spec.validate(catalog.connectors).map_err(|error| {
             crate::server::Error::Platform(format!("platform {:?}: {error}", spec.name))
         })?;
         let created_at = stored
@@ -249,7 +264,7 @@ pub async fn sync_config(
             .map_or(now, |p| p.created_at);
         store
             .put_platform(&Platform {
-                spec: spec.clone(),
+                spec: spec.sealed(catalog),
                 origin: crate::schedule::Origin::Config,
                 created_at,
                 updated_at: now,

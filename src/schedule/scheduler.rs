@@ -38,6 +38,8 @@ pub struct SchedulerContext {
     pub defaults: StepDefaults,
     /// The zone relative dates in job settings are resolved in (`timezone` in the config).
     pub timezone: jiff::tz::TimeZone,
+    /// Seals the secrets of job templates and jobs; opens them to plan a tick's job.
+    pub sealer: crate::secrets::Sealer,
     /// Signalled by the API when a schedule is created, changed or deleted.
     pub changed: Arc<Notify>,
 }
@@ -49,6 +51,7 @@ impl SchedulerContext {
             sinks: &self.sinks,
             sink_validation: &self.sink_validation,
             timezone: &self.timezone,
+            sealer: &self.sealer,
         }
     }
 }
@@ -63,7 +66,8 @@ pub enum AcceptError {
 }
 
 /// A schedule checked and made ready to store: its job template planned once (so secrets a
-/// sink generates are fixed for every run), its next tick computed from `now`.
+/// sink generates are fixed for every run) with its secrets sealed, its next tick computed
+/// from `now`.
 pub fn accept(
     context: &SchedulerContext,
     id: Uuid,
@@ -109,7 +113,8 @@ pub async fn sync_config(
     let stored = context.store.list_schedules().await?;
     for spec in specs {
         match stored.iter().find(|s| s.spec.name == spec.name) {
-            Some(existing) if existing.origin == Origin::Config && same(existing, spec) => {}
+            Some(existing)
+                if existing.origin == Origin::Config && same(&context.sealer, existing, spec) => {}
             Some(existing) => {
                 let (mut schedule, _) = accept(
                     context,
@@ -146,13 +151,17 @@ pub async fn sync_config(
 
 /// Whether a stored config schedule still says what the file says. Planning added fields the
 /// file leaves out (source names, generated secrets); they are dropped before comparing.
-fn same(stored: &Schedule, spec: &ScheduleSpec) -> bool {
+fn same(sealer: &crate::secrets::Sealer, stored: &Schedule, spec: &ScheduleSpec) -> bool {
     let (Ok(mut stored), Ok(file)) = (
         serde_json::to_value(&stored.spec),
         serde_json::to_value(spec),
     ) else {
         return false;
     };
+    // The stored template's secrets are sealed; one that no longer opens is replaced.
+    if sealer.unseal_all(&mut stored).is_err() {
+        return false;
+    }
     for (list, field) in [("sources", "name"), ("sinks", "secret")] {
         let file_items = file["job"][list].as_array().cloned().unwrap_or_default();
         if let Some(items) = stored["job"][list].as_array_mut() {

@@ -22,6 +22,7 @@ mod pipelines;
 mod platforms;
 mod readme;
 mod schedules;
+mod secrets;
 mod ssrf;
 mod support;
 mod web_reports;

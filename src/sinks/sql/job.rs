@@ -220,7 +220,7 @@ impl Sink for SqlJobSink {
             "additionalProperties": false,
             "required": ["url", "table", "key", "columns"],
             "properties": {
-                "url": {"type": "string", "minLength": 1, "maxLength": 2048,
+                "url": {"type": "string", "minLength": 1, "maxLength": 2048, "writeOnly": true,
                         "pattern": "^(?i)(sqlite|postgres|postgresql|mysql|mariadb):",
                         "description": "sqlite://relative/file.db (below the files root), postgres://…, mysql://… or mariadb://…"},
                 "table": {"type": "string", "pattern": table,
