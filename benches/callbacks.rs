@@ -14,7 +14,8 @@
 //! 4. latency: one job every 2 ms on an idle engine, enqueue → first delivery attempt.
 //!
 //! The receiver (axum, in this process) answers `204` and notes when each `webhook-id` first
-//! arrived. `GLEANER_BENCH_QUICK=1` scales every N down 10×.
+//! arrived. `GLEANER_BENCH_QUICK=1` scales every N down 10×; `GLEANER_BENCH_CONCURRENCY` and
+//! `GLEANER_BENCH_CLAIM_BATCH` override the engine's worker slots and claim size.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,24 +28,21 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use gleaner::config::Config;
-use gleaner::connectors::ConnectorRegistry;
 use gleaner::job::NewJob;
-use gleaner::job::spec::{Catalog, JobSpec, SinkSpec, SourceSpec};
-use gleaner::server::{App, Parts};
+use gleaner::job::spec::SinkSpec;
 use gleaner::sinks::callback::sign;
-use gleaner::sinks::{SinkRegistry, SinkValidation};
 use gleaner::store::SharedStore;
-use serde_json::{Map, Value, json};
-use tempfile::TempDir;
-use tokio::task::JoinHandle;
+use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{Table, fmt_ms, jobs_with_status, load_average, now_ms, percentiles, rate, verdict};
+use common::{
+    AppServer, Table, cpu_micros_per, engine_config, finish, fmt_ms, fresh_job, jobs_with_status,
+    noop_job_template, now_ms, percentiles, process_cpu, rate, verdict,
+};
 
 /// Tasks that create jobs in the streaming run.
 const CREATORS: usize = 64;
@@ -65,30 +63,11 @@ fn fmt_rate(per_second: f64) -> String {
     format!("{per_second:>9.0} deliveries/s")
 }
 
-/// CPU time of the whole process (bench, engine and receiver together) so far.
-fn process_cpu() -> Duration {
-    // utime and stime, in clock ticks of 1/100 s, are fields 14 and 15 of /proc/self/stat
-    // (counted after the parenthesised command name, which may contain spaces).
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let ticks: u64 = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| {
-            rest.split_whitespace()
-                .skip(11)
-                .take(2)
-                .filter_map(|field| field.parse::<u64>().ok())
-                .sum()
-        })
-        .unwrap_or(0);
-    Duration::from_millis(ticks * 10)
-}
-
 /// CPU per delivery since `since`, as a table note.
 fn cpu_note(since: Duration, count: usize) -> String {
-    let spent = process_cpu().saturating_sub(since);
     format!(
         "CPU/delivery {:.0} µs (whole process, receiver included)",
-        spent.as_secs_f64() * 1e6 / count as f64
+        cpu_micros_per(since, count)
     )
 }
 
@@ -112,30 +91,30 @@ impl Seen {
     }
 }
 
+/// The receiver on `127.0.0.1:0`; stops when dropped.
 struct Receiver {
     url: String,
     seen: Arc<Seen>,
-    server: JoinHandle<()>,
+    stop: CancellationToken,
 }
 
 impl Receiver {
     async fn start() -> Self {
         let seen = Arc::new(Seen::default());
         let router = Router::new().fallback(receive).with_state(seen.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind receiver");
-        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
-        Self { url, seen, server }
+        let stop = CancellationToken::new();
+        let (addr, _) = common::serve(router, stop.clone()).await;
+        Self {
+            url: format!("http://{addr}/hook"),
+            seen,
+            stop,
+        }
     }
 }
 
 impl Drop for Receiver {
     fn drop(&mut self) {
-        self.server.abort();
+        self.stop.cancel();
     }
 }
 
@@ -170,12 +149,7 @@ async fn baseline(
     tasks: usize,
     body_len: usize,
 ) -> (Duration, Vec<Duration>) {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .tcp_nodelay(true)
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("baseline client");
+    let client = common::http_client(tasks);
     let body = Bytes::from(vec![b'x'; body_len]);
     let key = BASE64
         .decode(secret().trim_start_matches("whsec_"))
@@ -229,138 +203,52 @@ async fn baseline(
 /// The real application on a temp data directory, its engine started on demand; no HTTP API
 /// (jobs are created through the store, as `POST /v1/jobs` does after validation).
 struct Server {
-    app: App,
-    shutdown: CancellationToken,
-    engine: Option<JoinHandle<()>>,
+    app: AppServer,
     /// A validated plan of the bench's job; each job is a copy with its own id and time.
     template: NewJob,
-    _dir: TempDir,
 }
 
 impl Server {
     async fn start(receiver_url: &str) -> Self {
-        let dir = TempDir::new().expect("temp dir");
-        let mut config = Config {
-            data_dir: dir.path().to_owned(),
-            ..Config::default()
-        };
-        config.engine = engine_config();
-        config.net.allow = vec!["127.0.0.1/32".parse().expect("loopback net")];
-        config.sinks.callback.secret = Some(secret());
-        let app = App::build(&config, Parts::default())
-            .await
-            .expect("build app");
-        let connectors = ConnectorRegistry::builtin(&config);
-        let sinks = SinkRegistry::builtin(&config.sinks);
-        let timezone = jiff::tz::TimeZone::UTC;
-        // The key the server's data directory seals with, so its workers open these jobs.
-        let sealer = gleaner::secrets::Sealer::load(&config.secrets, &config.data_dir)
-            .expect("the data directory's key");
-        let catalog = Catalog {
-            connectors: &connectors,
-            sinks: &sinks,
-            sink_validation: &SinkValidation {
-                files_root: config.files_root(),
-                guard: gleaner::net::AddressGuard::new(config.net.allow.clone()),
-            },
-            timezone: &timezone,
-            sealer: &sealer,
-        };
+        let app = AppServer::build(|config| {
+            config.engine = engine_config();
+            config.net.allow = vec!["127.0.0.1/32".parse().expect("loopback net")];
+            config.sinks.callback.secret = Some(secret());
+        })
+        .await;
         let mut sink = Map::new();
         sink.insert("url".into(), Value::String(receiver_url.to_owned()));
-        let spec = JobSpec {
-            sources: vec![SourceSpec {
-                connector: "noop".into(),
-                name: None,
-                settings: json!({}),
-            }],
-            processors: Vec::new(),
-            sinks: vec![SinkSpec {
+        let template = noop_job_template(
+            &app,
+            vec![SinkSpec {
                 kind: "callback".into(),
                 settings: sink,
             }],
-            retry: None,
-            resolved_dates: Vec::new(),
-        };
-        let template = spec
-            .plan(&catalog, config.engine.step_defaults(), now_ms(), None)
-            .expect("the bench's job plans");
-        Self {
-            app,
-            shutdown: CancellationToken::new(),
-            engine: None,
-            template,
-            _dir: dir,
-        }
+        );
+        Self { app, template }
     }
 
     async fn start_engine(&mut self) {
-        self.engine = Some(
-            self.app
-                .start_engine(&self.shutdown)
-                .await
-                .expect("start engine"),
-        );
+        self.app.start_engine().await;
     }
 
     fn store(&self) -> &SharedStore {
-        &self.app.store
+        self.app.store()
     }
 
     /// A new job from the template: its own id, created now.
     fn job(&self) -> NewJob {
-        let mut job = self.template.clone();
-        job.id = Uuid::now_v7();
-        job.created_at = now_ms();
-        job
+        fresh_job(&self.template)
     }
 
-    async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(engine) = self.engine.take() {
-            let _ = engine.await;
-        }
+    async fn stop(self) {
+        self.app.stop().await;
     }
 }
 
 /// The `webhook-id` of the callback of job `id` (its deliver step is at position 1).
 fn webhook_id(id: Uuid) -> String {
     format!("msg_{}_1", id.simple())
-}
-
-/// Creates `total` jobs from `tasks` tasks; returns each job's id with the instant just before
-/// its `create_job` call, and the elapsed time.
-async fn create_many(
-    server: &Server,
-    total: usize,
-    tasks: usize,
-) -> (Vec<(Uuid, Instant)>, Duration) {
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let workers: Vec<_> = (0..tasks)
-        .map(|_| {
-            let (store, next) = (server.store().clone(), next.clone());
-            let template = server.template.clone();
-            tokio::spawn(async move {
-                let mut created = Vec::new();
-                while next.fetch_add(1, Ordering::Relaxed) < total {
-                    let mut job = template.clone();
-                    job.id = Uuid::now_v7();
-                    job.created_at = now_ms();
-                    let enqueued = Instant::now();
-                    let id = job.id;
-                    store.create_job(job).await.expect("create job");
-                    created.push((id, enqueued));
-                }
-                created
-            })
-        })
-        .collect();
-    let mut created = Vec::with_capacity(total);
-    for worker in workers {
-        created.extend(worker.await.expect("creating task"));
-    }
-    (created, started.elapsed())
 }
 
 /// Waits until the receiver answered `delivered` requests (more than that: a duplicate) and
@@ -449,7 +337,8 @@ async fn callback_body_len(receiver: &Receiver) -> usize {
 
 async fn burn_down(table: &mut Table, receiver: &Receiver, total: usize, baseline_rate: f64) {
     let mut server = Server::start(&receiver.url).await;
-    let (created, inserted) = create_many(&server, total, 512).await;
+    let (created, inserted) =
+        common::create_many(server.store(), &server.template, total, 512).await;
     let (queued, _) = jobs_with_status(server.store(), "queued").await;
     assert_eq!(queued as usize, total, "pre-insert lost jobs");
     let before = receiver.seen.requests();
@@ -517,7 +406,8 @@ async fn streaming(table: &mut Table, receiver: &Receiver, total: usize, baselin
     let before = receiver.seen.requests();
     let cpu = process_cpu();
     let started = Instant::now();
-    let (created, enqueued) = create_many(&server, total, CREATORS).await;
+    let (created, enqueued) =
+        common::create_many(server.store(), &server.template, total, CREATORS).await;
     let (_, committed) = wait_delivered(
         &server,
         &receiver.seen,
@@ -598,65 +488,36 @@ async fn paced(table: &mut Table, receiver: &Receiver, total: usize, gap: Durati
 
     let section = "4 latency (one job every 2 ms, idle engine)";
     let p = percentiles(latencies);
-    logged.sort_unstable();
-    let at =
-        |q: f64| logged[((logged.len() as f64 * q).ceil() as usize).clamp(1, logged.len()) - 1];
+    let logged = percentiles(logged);
     table.row(
         section,
         &format!("enqueue → first delivery attempt p50 ({total} jobs)"),
         fmt_ms(p.p50),
-        format!("attempt log: created_at → started_at p50 {} ms", at(0.5)),
+        format!("attempt log: created_at → started_at p50 {} ms", logged.p50),
     );
     table.row(
         section,
         "enqueue → first delivery attempt p99",
         fmt_ms(p.p99),
-        format!("max {}; attempt log p99 {} ms", fmt_ms(p.max), at(0.99)),
+        format!("max {}; attempt log p99 {} ms", fmt_ms(p.max), logged.p99),
     );
 }
 
 // ---------------------------------------------------------------------------------------------
 
-/// The engine's default settings, with `GLEANER_BENCH_CONCURRENCY` and
-/// `GLEANER_BENCH_CLAIM_BATCH` overriding its worker slots and claim size (for tuning runs).
-fn engine_config() -> gleaner::engine::EngineConfig {
-    let read = |name: &str| {
-        std::env::var(name)
-            .ok()
-            .map(|value| value.parse::<usize>().expect("a positive number"))
-    };
-    let mut config = gleaner::engine::EngineConfig::default();
-    if let Some(concurrency) = read("GLEANER_BENCH_CONCURRENCY") {
-        config.concurrency = concurrency.max(1);
-    }
-    if let Some(batch) = read("GLEANER_BENCH_CLAIM_BATCH") {
-        config.claim_batch = batch.max(1);
-    }
-    config
-}
-
 fn main() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let quick = std::env::var("GLEANER_BENCH_QUICK").is_ok_and(|value| value == "1");
+    let quick = common::quick();
     let scale = |n: usize| if quick { n / 10 } else { n };
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    common::start("callback", quick);
     let engine = engine_config();
     let concurrency = engine.concurrency;
-    println!(
-        "gleaner callback bench: {cores} cores, load average {} (1, 5, 15 min){}",
-        load_average(),
-        if quick { ", QUICK (N ÷ 10)" } else { "" }
-    );
     println!(
         "engine: concurrency {}, claim_batch {}; store: WAL, synchronous=FULL; receiver: axum \
          on 127.0.0.1 answering 204, in this process",
         engine.concurrency, engine.claim_batch
     );
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = common::runtime();
     let mut table = Table::default();
     runtime.block_on(async {
         let receiver = Receiver::start().await;
@@ -697,7 +558,5 @@ fn main() {
         .await;
     });
 
-    println!();
-    table.print();
-    println!("load average at the end: {}", load_average());
+    finish(&table);
 }

@@ -10,28 +10,27 @@
 //! 4. pickup latency: job `created_at` to its first attempt's `started_at`;
 //! 5. burn-down: jobs pre-inserted with the engine stopped, then drained, at two table sizes.
 //!
-//! `GLEANER_BENCH_QUICK=1` scales every N down 10× for a smoke run.
+//! `GLEANER_BENCH_QUICK=1` scales every N down 10× for a smoke run; `GLEANER_BENCH_ONLY` runs
+//! only some of `e2e,enqueue,pickup,burn` (the baseline always runs, the ratios need it);
+//! `GLEANER_BENCH_CONCURRENCY` and `GLEANER_BENCH_CLAIM_BATCH` override the engine's worker
+//! slots and claim size (for tuning runs).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use gleaner::config::Config;
-use gleaner::connectors::ConnectorRegistry;
-use gleaner::job::spec::{Catalog, JobSpec, SourceSpec};
-use gleaner::server::{App, Parts};
-use gleaner::sinks::{SinkRegistry, SinkValidation};
-use gleaner::store::SharedStore;
 use rusqlite::{Connection, params};
 use serde_json::{Value, json};
 use tempfile::TempDir;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{Table, fmt_ms, jobs_with_status, load_average, now_ms, percentiles, rate, verdict};
+use common::{
+    AppServer as Server, Table, commit_latency, create_many, engine_config, finish, fmt_ms,
+    http_client, jobs_with_status, load_average, noop_job_template, now_ms, percentiles,
+    process_cpu, rate, selected, verdict,
+};
 
 /// Client tasks (and keep-alive connections) of the concurrent runs.
 const CLIENTS: usize = 64;
@@ -72,22 +71,9 @@ impl Cpu {
                 writer += Duration::from_nanos(nanos);
             }
         }
-        // utime and stime, in clock ticks of 1/100 s, are fields 14 and 15 of /proc/self/stat
-        // (counted after the parenthesised command name, which may contain spaces).
-        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-        let ticks: u64 = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| {
-                rest.split_whitespace()
-                    .skip(11)
-                    .take(2)
-                    .filter_map(|field| field.parse::<u64>().ok())
-                    .sum()
-            })
-            .unwrap_or(0);
         Self {
             writer,
-            process: Duration::from_millis(ticks * 10),
+            process: process_cpu(),
         }
     }
 
@@ -208,118 +194,24 @@ fn baseline(total: usize, batch: usize) -> Duration {
     elapsed
 }
 
-/// Median time of one small `synchronous=FULL` commit on the temp directory's disk.
-fn commit_latency() -> Duration {
-    let dir = TempDir::new().expect("temp dir");
-    let conn = Connection::open(dir.path().join("fsync.db")).expect("open");
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .expect("wal");
-    conn.pragma_update(None, "synchronous", "FULL")
-        .expect("synchronous");
-    conn.execute_batch("CREATE TABLE t (x INTEGER)")
-        .expect("table");
-    let sample = (0..200)
-        .map(|n| {
-            let started = Instant::now();
-            conn.execute("INSERT INTO t VALUES (?1)", [n])
-                .expect("insert");
-            started.elapsed()
-        })
-        .collect();
-    percentiles(sample).p50
-}
-
 // ---------------------------------------------------------------------------------------------
 // The application under test.
 
-/// The real application on a temp data directory, served on `127.0.0.1:0`.
-struct Server {
-    app: App,
-    base: String,
-    token: String,
-    shutdown: CancellationToken,
-    engine: Option<JoinHandle<()>>,
-    serving: Option<JoinHandle<()>>,
-    config: Config,
-    _dir: TempDir,
-}
-
-impl Server {
-    async fn start(engine: bool, http: bool) -> Self {
-        let dir = TempDir::new().expect("temp dir");
-        let mut config = Config {
-            data_dir: dir.path().to_owned(),
-            ..Config::default()
-        };
-        config.engine = engine_config();
-        let app = App::build(&config, Parts::default())
-            .await
-            .expect("build app");
-        let shutdown = CancellationToken::new();
-        let mut server = Self {
-            app,
-            base: String::new(),
-            token: String::new(),
-            shutdown,
-            engine: None,
-            serving: None,
-            config,
-            _dir: dir,
-        };
-        if engine {
-            server.start_engine().await;
-        }
-        if http {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            server.base = format!("http://{}", listener.local_addr().expect("addr"));
-            let router = server.app.router();
-            let stop = server.shutdown.clone();
-            server.serving = Some(tokio::spawn(async move {
-                let _ = axum::serve(listener, router)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await;
-            }));
-            server.token = std::fs::read_to_string(server.config.data_dir.join("admin-token"))
-                .expect("admin token")
-                .trim()
-                .to_owned();
-        }
-        server
+/// The real application on a temp data directory (the engine from [`engine_config`]), its
+/// engine and HTTP API started if asked for.
+async fn start(engine: bool, http: bool) -> Server {
+    let mut server = Server::build(|config| config.engine = engine_config()).await;
+    if engine {
+        server.start_engine().await;
     }
-
-    async fn start_engine(&mut self) {
-        self.engine = Some(
-            self.app
-                .start_engine(&self.shutdown)
-                .await
-                .expect("start engine"),
-        );
+    if http {
+        server.serve_http().await;
     }
-
-    fn store(&self) -> &SharedStore {
-        &self.app.store
-    }
-
-    async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(serving) = self.serving.take() {
-            let _ = serving.await;
-        }
-        if let Some(engine) = self.engine.take() {
-            let _ = engine.await;
-        }
-    }
+    server
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .pool_max_idle_per_host(CLIENTS)
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("http client")
+    http_client(CLIENTS)
 }
 
 fn noop_body() -> String {
@@ -465,7 +357,7 @@ async fn wait_succeeded(server: &Server, total: usize, since: Instant) -> Draine
 // 2 + 3. End to end over HTTP, enqueue latency.
 
 async fn end_to_end(table: &mut Table, total: usize, baseline_rate: f64) {
-    let server = Server::start(true, true).await;
+    let server = start(true, true).await;
     let cpu = Cpu::now();
     let started = Instant::now();
     let (latencies, enqueued) = post_many(&server, total, CLIENTS).await;
@@ -524,7 +416,7 @@ async fn end_to_end(table: &mut Table, total: usize, baseline_rate: f64) {
 }
 
 async fn enqueue_sequential(table: &mut Table, total: usize) {
-    let server = Server::start(true, true).await;
+    let server = start(true, true).await;
     let client = client();
     let url = format!("{}/v1/jobs", server.base);
     let body = noop_body();
@@ -563,7 +455,7 @@ async fn enqueue_sequential(table: &mut Table, total: usize) {
 // 4. Pickup latency.
 
 async fn pickup(table: &mut Table, total: usize, gap: Duration) {
-    let server = Server::start(true, true).await;
+    let server = start(true, true).await;
     let client = client();
     let url = format!("{}/v1/jobs", server.base);
     let body = noop_body();
@@ -587,27 +479,25 @@ async fn pickup(table: &mut Table, total: usize, gap: Duration) {
     }
     server.stop().await;
 
-    sample.sort_unstable();
-    let at =
-        |q: f64| sample[((sample.len() as f64 * q).ceil() as usize).clamp(1, sample.len()) - 1];
     let within = sample.iter().filter(|&&ms| ms <= 1).count();
+    let p = percentiles(sample);
     let section = "4 pickup (created_at → started_at)";
     table.row(
         section,
         &format!("p50 over {total} jobs, one every {} ms", gap.as_millis()),
-        format!("{} ms", at(0.5)),
+        format!("{} ms", p.p50),
         format!(
             "target ≤ 1 ms: {}; store times are whole ms",
-            verdict(at(0.5) <= 1)
+            verdict(p.p50 <= 1)
         ),
     );
     table.row(
         section,
         "p99",
-        format!("{} ms", at(0.99)),
+        format!("{} ms", p.p99),
         format!(
             "max {} ms; {:.1}% ≤ 1 ms",
-            at(1.0),
+            p.max,
             100.0 * within as f64 / total as f64
         ),
     );
@@ -619,58 +509,10 @@ async fn pickup(table: &mut Table, total: usize, gap: Duration) {
 /// Inserts `total` no-op jobs through `store.create_job` from many tasks, so group commit
 /// batches them; returns the elapsed time.
 async fn pre_insert(server: &Server, total: usize) -> Duration {
-    let files_root = server.config.files_root();
-    let connectors = ConnectorRegistry::builtin(&server.config);
-    let sinks = SinkRegistry::builtin(&server.config.sinks);
-    let timezone = jiff::tz::TimeZone::UTC;
-    // The key the server's data directory seals with, so its workers open these jobs.
-    let sealer = gleaner::secrets::Sealer::load(&server.config.secrets, &server.config.data_dir)
-        .expect("the data directory's key");
-    let catalog = Catalog {
-        connectors: &connectors,
-        sinks: &sinks,
-        sink_validation: &SinkValidation {
-            files_root,
-            guard: gleaner::net::AddressGuard::default(),
-        },
-        timezone: &timezone,
-        sealer: &sealer,
-    };
-    let spec = JobSpec {
-        sources: vec![SourceSpec {
-            connector: "noop".into(),
-            name: None,
-            settings: json!({}),
-        }],
-        processors: Vec::new(),
-        sinks: Vec::new(),
-        retry: None,
-        resolved_dates: Vec::new(),
-    };
-    let defaults = server.config.engine.step_defaults();
     // One validated plan; each job is a copy with its own id and creation time.
-    let template = spec
-        .plan(&catalog, defaults, now_ms(), None)
-        .expect("noop spec plans");
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..512)
-        .map(|_| {
-            let (store, next, template) = (server.store().clone(), next.clone(), template.clone());
-            tokio::spawn(async move {
-                while next.fetch_add(1, Ordering::Relaxed) < total {
-                    let mut job = template.clone();
-                    job.id = uuid::Uuid::now_v7();
-                    job.created_at = now_ms();
-                    store.create_job(job).await.expect("create job");
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.expect("insert task");
-    }
-    started.elapsed()
+    let template = noop_job_template(server, Vec::new());
+    let (_, elapsed) = create_many(server.store(), &template, total, 512).await;
+    elapsed
 }
 
 /// Pre-inserts `total` jobs with the engine stopped, starts it and times the drain.
@@ -683,7 +525,7 @@ struct BurnDown {
 }
 
 async fn burn_down(total: usize) -> BurnDown {
-    let mut server = Server::start(false, false).await;
+    let mut server = start(false, false).await;
     let inserted = pre_insert(&server, total).await;
     let (queued, _) = jobs_with_status(server.store(), "queued").await;
     assert_eq!(queued as usize, total, "pre-insert lost jobs");
@@ -750,44 +592,12 @@ async fn burn_downs(table: &mut Table, small: usize, large: usize, baseline_rate
 
 // ---------------------------------------------------------------------------------------------
 
-/// The engine's default settings, with `GLEANER_BENCH_CONCURRENCY` and
-/// `GLEANER_BENCH_CLAIM_BATCH` overriding its worker slots and claim size (for tuning runs).
-fn engine_config() -> gleaner::engine::EngineConfig {
-    let read = |name: &str| {
-        std::env::var(name)
-            .ok()
-            .map(|value| value.parse::<usize>().expect("a positive number"))
-    };
-    let mut config = gleaner::engine::EngineConfig::default();
-    if let Some(concurrency) = read("GLEANER_BENCH_CONCURRENCY") {
-        config.concurrency = concurrency.max(1);
-    }
-    if let Some(batch) = read("GLEANER_BENCH_CLAIM_BATCH") {
-        config.claim_batch = batch.max(1);
-    }
-    config
-}
-
-/// Whether `section` runs: all of them unless `GLEANER_BENCH_ONLY` lists some
-/// (`e2e,enqueue,pickup,burn`; the baseline always runs, the ratios need it).
-fn selected(section: &str) -> bool {
-    std::env::var("GLEANER_BENCH_ONLY")
-        .map(|only| only.split(',').any(|name| name.trim() == section))
-        .unwrap_or(true)
-}
-
 fn main() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let quick = std::env::var("GLEANER_BENCH_QUICK").is_ok_and(|value| value == "1");
+    let quick = common::quick();
     let scale = |n: usize| if quick { n / 10 } else { n };
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cores = common::start("engine", quick);
     let engine = engine_config();
     let batch = engine.claim_batch;
-    println!(
-        "gleaner engine bench: {cores} cores, load average {} (1, 5, 15 min){}",
-        load_average(),
-        if quick { ", QUICK (N ÷ 10)" } else { "" }
-    );
     println!(
         "engine: concurrency {}, claim_batch {}; store: WAL, synchronous=FULL",
         engine.concurrency, engine.claim_batch
@@ -819,10 +629,7 @@ fn main() {
         ),
     );
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = common::runtime();
     runtime.block_on(async {
         if selected("e2e") {
             eprintln!("end to end…");
@@ -841,7 +648,5 @@ fn main() {
         }
     });
 
-    println!();
-    table.print();
-    println!("load average at the end: {}", load_average());
+    finish(&table);
 }

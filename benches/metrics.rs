@@ -31,18 +31,18 @@ use std::time::{Duration, Instant};
 use axum::Json;
 use axum::body::Bytes;
 use axum::routing::post;
-use gleaner::config::Config;
-use gleaner::server::{App, Parts};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{Table, fmt_ms, load_average, percentiles, rate, verdict};
+use common::{
+    AppServer, Table, commit_latency, cpu_micros_per, env_usize, finish, fmt_ms, http_client,
+    load_average, percentiles, process_cpu, rate, selected, verdict,
+};
 
 /// Events in one batch of section 2 and 0.
 const BATCH_EVENTS: usize = 1000;
@@ -56,21 +56,6 @@ const POLL: Duration = Duration::from_millis(20);
 const SETTLE: Duration = Duration::from_secs(1);
 
 const SINGLE_EVENT: &str = r#"{"name":"bench.hits","type":"counter","value":1}"#;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .map(|value| value.trim().parse::<usize>().expect("a positive number"))
-        .unwrap_or(default)
-        .max(1)
-}
-
-/// Whether `section` runs: all unless `GLEANER_BENCH_ONLY` lists some.
-fn selected(section: &str) -> bool {
-    std::env::var("GLEANER_BENCH_ONLY")
-        .map(|only| only.split(',').any(|name| name.trim() == section))
-        .unwrap_or(true)
-}
 
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
@@ -92,121 +77,32 @@ fn rss() -> u64 {
     status_bytes("VmRSS")
 }
 
-/// CPU time (user + system) of the whole process so far.
-fn process_cpu() -> Duration {
-    // utime and stime, in clock ticks of 1/100 s, are fields 14 and 15 of /proc/self/stat
-    // (counted after the parenthesised command name).
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let ticks: u64 = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| {
-            rest.split_whitespace()
-                .skip(11)
-                .take(2)
-                .filter_map(|field| field.parse::<u64>().ok())
-                .sum()
-        })
-        .unwrap_or(0);
-    Duration::from_millis(ticks * 10)
-}
-
 /// Process CPU per operation since `since`, as a note.
 fn cpu_note(since: Duration, operations: usize, what: &str) -> String {
-    let spent = process_cpu().saturating_sub(since);
     format!(
         "CPU/{what} {:.1} µs (clients included)",
-        spent.as_secs_f64() * 1e6 / operations.max(1) as f64
+        cpu_micros_per(since, operations.max(1))
     )
-}
-
-/// Median time of one small `synchronous=FULL` commit on the temp directory's disk: what one
-/// group commit of the metric log waits for at least.
-fn commit_latency() -> Duration {
-    let dir = TempDir::new().expect("temp dir");
-    let conn = rusqlite::Connection::open(dir.path().join("fsync.db")).expect("open");
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .expect("wal");
-    conn.pragma_update(None, "synchronous", "FULL")
-        .expect("synchronous");
-    conn.execute_batch("CREATE TABLE t (x INTEGER)")
-        .expect("table");
-    let sample = (0..200)
-        .map(|n| {
-            let started = Instant::now();
-            conn.execute("INSERT INTO t VALUES (?1)", [n])
-                .expect("insert");
-            started.elapsed()
-        })
-        .collect();
-    percentiles(sample).p50
 }
 
 // ---------------------------------------------------------------------------------------------
 // The application under test, and the baseline.
 
-struct Server {
-    app: App,
-    base: String,
-    token: String,
-    shutdown: CancellationToken,
-    serving: Option<JoinHandle<()>>,
-    metrics: Option<JoinHandle<()>>,
-    _dir: TempDir,
-}
-
-impl Server {
-    async fn start() -> Self {
-        let dir = TempDir::new().expect("temp dir");
-        let mut config = Config {
-            data_dir: dir.path().to_owned(),
-            ..Config::default()
-        };
+/// The application on a temp data directory with its metrics (StatsD on `127.0.0.1:0`) and
+/// its API on `127.0.0.1:0`.
+async fn start_server() -> AppServer {
+    let mut server = AppServer::build(|config| {
         config.server.min_free_disk = 0;
         config.metrics.statsd_listen = Some("127.0.0.1:0".parse().unwrap());
-        let app = App::build(&config, Parts::default())
-            .await
-            .expect("build app");
-        let shutdown = CancellationToken::new();
-        let metrics = app.start_metrics(&shutdown).await.expect("start metrics");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let service = app.service();
-        let stop = shutdown.clone();
-        let serving = tokio::spawn(async move {
-            let _ = axum::serve(listener, service)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-        });
-        let token = std::fs::read_to_string(config.data_dir.join("admin-token"))
-            .expect("admin token")
-            .trim()
-            .to_owned();
-        Self {
-            app,
-            base,
-            token,
-            shutdown,
-            serving: Some(serving),
-            metrics: Some(metrics),
-            _dir: dir,
-        }
-    }
+    })
+    .await;
+    server.start_metrics().await;
+    server.serve_http().await;
+    server
+}
 
-    fn ingest_url(&self) -> String {
-        format!("{}/v1/metrics", self.base)
-    }
-
-    async fn stop(mut self) {
-        self.shutdown.cancel();
-        for task in [self.serving.take(), self.metrics.take()]
-            .into_iter()
-            .flatten()
-        {
-            let _ = task.await;
-        }
-    }
+fn ingest_url(server: &AppServer) -> String {
+    format!("{}/v1/metrics", server.base)
 }
 
 /// The body the echo route deserialises: the single event's shape.
@@ -226,27 +122,8 @@ async fn echo_server(shutdown: &CancellationToken) -> (String, JoinHandle<()>) {
         Json(json!({"ok": true}))
     }
     let router = axum::Router::new().route("/echo", post(echo));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind echo");
-    let url = format!("http://{}/echo", listener.local_addr().expect("addr"));
-    let stop = shutdown.clone();
-    let serving = tokio::spawn(async move {
-        let _ = axum::serve(listener, router)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await;
-    });
-    (url, serving)
-}
-
-fn client(connections: usize) -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(connections)
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("http client")
+    let (addr, serving) = common::serve(router, shutdown.clone()).await;
+    (format!("http://{addr}/echo"), serving)
 }
 
 /// One POST; panics on anything but 200.
@@ -285,19 +162,23 @@ struct Run {
     cpu: Duration,
 }
 
-/// POSTs the bodies `make(n)` makes from `connections` tasks until `duration` has passed.
+/// POSTs `warm` (batch id and body) once so that the routes and the token cache are warm, then
+/// the bodies `make(n)` makes from `connections` tasks until `duration` has passed.
 async fn post_for<F>(
     url: &str,
     token: &str,
     content_type: &'static str,
     connections: usize,
     duration: Duration,
+    warm: (Option<&str>, Bytes),
     make: F,
 ) -> Run
 where
     F: Fn(usize) -> (Option<String>, Bytes) + Send + Sync + 'static,
 {
-    let client = client(connections);
+    let (batch_id, body) = warm;
+    post_body(&http_client(1), url, token, content_type, batch_id, body).await;
+    let client = http_client(connections);
     let make = Arc::new(make);
     let next = Arc::new(AtomicUsize::new(0));
     let cpu = process_cpu();
@@ -364,11 +245,11 @@ fn distinct_counters(batch: usize) -> Bytes {
 async fn memory(table: &mut Table, at_start: u64, series: usize, connections: usize) {
     let section = "0 memory (VmRSS, server + clients)";
     table.row(section, "at process start", mib(at_start), String::new());
-    let server = Server::start().await;
+    let server = start_server().await;
     // Let the server settle, then one request so the routes and the token cache are warm.
     post_body(
-        &client(1),
-        &server.ingest_url(),
+        &http_client(1),
+        &ingest_url(&server),
         &server.token,
         "application/json",
         None,
@@ -385,14 +266,14 @@ async fn memory(table: &mut Table, at_start: u64, series: usize, connections: us
     );
 
     let batches = series.div_ceil(BATCH_EVENTS);
-    let client = client(connections);
+    let client = http_client(connections);
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let tasks: Vec<_> = (0..connections)
         .map(|_| {
             let (client, url, token, next) = (
                 client.clone(),
-                server.ingest_url(),
+                ingest_url(&server),
                 server.token.clone(),
                 next.clone(),
             );
@@ -455,16 +336,6 @@ async fn single(table: &mut Table, connections: usize, duration: Duration) {
     let stop = CancellationToken::new();
     let (echo_url, echo) = echo_server(&stop).await;
     let body = Bytes::from_static(SINGLE_EVENT.as_bytes());
-    let one = body.clone();
-    post_body(
-        &client(1),
-        &echo_url,
-        "unused",
-        "application/json",
-        None,
-        one,
-    )
-    .await;
     let make = {
         let body = body.clone();
         move |_| (None, body.clone())
@@ -475,6 +346,7 @@ async fn single(table: &mut Table, connections: usize, duration: Duration) {
         "application/json",
         connections,
         duration,
+        (None, body.clone()),
         make,
     )
     .await;
@@ -494,24 +366,18 @@ async fn single(table: &mut Table, connections: usize, duration: Duration) {
         ),
     );
 
-    let server = Server::start().await;
-    let url = server.ingest_url();
-    post_body(
-        &client(1),
-        &url,
-        &server.token,
-        "application/json",
-        None,
-        body.clone(),
-    )
-    .await;
-    let make = move |_| (None, body.clone());
+    let server = start_server().await;
+    let make = {
+        let body = body.clone();
+        move |_| (None, body.clone())
+    };
     let run = post_for(
-        &url,
+        &ingest_url(&server),
         &server.token,
         "application/json",
         connections,
         duration,
+        (None, body),
         make,
     )
     .await;
@@ -549,26 +415,32 @@ async fn single(table: &mut Table, connections: usize, duration: Duration) {
     );
 }
 
-/// `GET /v1/metrics/{series}` → `aggregate.value`.
-async fn series_value(server: &Server, series: &str) -> f64 {
-    let response = client(1)
+/// `GET /v1/metrics/{series}`: the series' view, `None` if it is unknown.
+async fn series_view(server: &AppServer, series: &str) -> Option<Value> {
+    let response = http_client(1)
         .get(format!("{}/v1/metrics/{series}", server.base))
         .bearer_auth(&server.token)
         .send()
         .await
         .expect("GET series");
     if response.status() == reqwest::StatusCode::NOT_FOUND {
-        return 0.0;
+        return None;
     }
     assert!(
         response.status().is_success(),
         "GET {series}: {}",
         response.status()
     );
-    let view: Value = response.json().await.expect("series json");
-    view["aggregate"]["value"]
-        .as_f64()
-        .expect("aggregate.value")
+    Some(response.json().await.expect("series json"))
+}
+
+/// `GET /v1/metrics/{series}` → `aggregate.value` (0 for an unknown series).
+async fn series_value(server: &AppServer, series: &str) -> f64 {
+    series_view(server, series).await.map_or(0.0, |view| {
+        view["aggregate"]["value"]
+            .as_f64()
+            .expect("aggregate.value")
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -596,32 +468,14 @@ fn batch_events() -> Vec<String> {
 async fn batched(table: &mut Table, connections: usize, duration: Duration, ndjson: bool) {
     let section = "2 batched ingest (HTTP)";
     let events = batch_events();
-    let server = Server::start().await;
-    let url = server.ingest_url();
-    let cpu;
-    let run = if ndjson {
+    let server = start_server().await;
+    let url = ingest_url(&server);
+    type Make = Box<dyn Fn(usize) -> (Option<String>, Bytes) + Send + Sync>;
+    let (content_type, warm, make): (_, _, Make) = if ndjson {
         let body = Bytes::from(events.join("\n") + "\n");
-        post_body(
-            &client(1),
-            &url,
-            &server.token,
-            "application/x-ndjson",
-            Some("nd-warm"),
-            body.clone(),
-        )
-        .await;
+        let warm = (Some("nd-warm"), body.clone());
         let make = move |n: usize| (Some(format!("nd-{n}")), body.clone());
-        let run = post_for(
-            &url,
-            &server.token,
-            "application/x-ndjson",
-            connections,
-            duration,
-            make,
-        )
-        .await;
-        cpu = cpu_note(run.cpu, run.requests * BATCH_EVENTS, "event");
-        run
+        ("application/x-ndjson", warm, Box::new(make))
     } else {
         // `{"batch_id":"` + id + `","events":[…]}`: only the id is written per request.
         let tail = Bytes::from(format!("\",\"events\":[{}]}}", events.join(",")));
@@ -632,45 +486,28 @@ async fn batched(table: &mut Table, connections: usize, duration: Duration, ndjs
             body.extend_from_slice(&tail);
             Bytes::from(body)
         };
-        post_body(
-            &client(1),
-            &url,
-            &server.token,
-            "application/json",
-            None,
-            body("json-warm"),
-        )
-        .await;
+        let warm = (None, body("json-warm"));
         let make = move |n: usize| (None, body(&format!("json-{n}")));
-        let run = post_for(
-            &url,
-            &server.token,
-            "application/json",
-            connections,
-            duration,
-            make,
-        )
-        .await;
-        cpu = cpu_note(run.cpu, run.requests * BATCH_EVENTS, "event");
-        run
+        ("application/json", warm, Box::new(make))
     };
+    let run = post_for(
+        &url,
+        &server.token,
+        content_type,
+        connections,
+        duration,
+        warm,
+        make,
+    )
+    .await;
+    let cpu = cpu_note(run.cpu, run.requests * BATCH_EVENTS, "event");
     // Counter series 0 gets BATCH_EVENTS / BATCH_SERIES events of (0, 100, 200, …) % 97 × 1.5
     // per batch; its count must match every acknowledged batch.
-    let count = {
-        let response = client(1)
-            .get(format!(
-                "{}/v1/metrics/bench.batch.counter.0{{host=h0,region=eu}}",
-                server.base
-            ))
-            .bearer_auth(&server.token)
-            .send()
-            .await
-            .expect("GET series");
-        let view: Value = response.json().await.expect("series json");
-        view["aggregate"]["count"]
-            .as_u64()
-            .expect("aggregate.count")
-    };
+    let count = series_view(&server, "bench.batch.counter.0{host=h0,region=eu}")
+        .await
+        .expect("the counter series exists")["aggregate"]["count"]
+        .as_u64()
+        .expect("aggregate.count");
     assert_eq!(
         count as usize,
         (run.requests + 1) * (BATCH_EVENTS / BATCH_SERIES),
@@ -707,7 +544,7 @@ async fn batched(table: &mut Table, connections: usize, duration: Duration, ndjs
 
 async fn statsd(table: &mut Table, datagrams: usize) {
     let section = "3 StatsD (UDP)";
-    let server = Server::start().await;
+    let server = start_server().await;
     let (addr, stats): (SocketAddr, _) = server.app.metrics.statsd().expect("statsd running");
     let datagram: String = "bench.sd:1|c\n".repeat(LINES_PER_DATAGRAM);
     let sent_lines = datagrams * LINES_PER_DATAGRAM;
@@ -780,8 +617,7 @@ async fn statsd(table: &mut Table, datagrams: usize) {
 
 fn main() {
     let at_start = rss();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let quick = std::env::var("GLEANER_BENCH_QUICK").is_ok_and(|value| value == "1");
+    let quick = common::quick();
     let scale = |n: usize| if quick { (n / 10).max(1) } else { n };
     let seconds = std::env::var("GLEANER_BENCH_SECONDS")
         .ok()
@@ -792,22 +628,14 @@ fn main() {
     let batch_clients = env_usize("GLEANER_BENCH_BATCH_CLIENTS", 8);
     let series = scale(env_usize("GLEANER_BENCH_SERIES", 100_000));
     let datagrams = scale(env_usize("GLEANER_BENCH_DATAGRAMS", 50_000));
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!(
-        "gleaner metrics bench: {cores} cores, load average {} (1, 5, 15 min){}",
-        load_average(),
-        if quick { ", QUICK (N ÷ 10)" } else { "" }
-    );
+    let cores = common::start("metrics", quick);
     println!(
         "server and clients in this process (reqwest, keep-alive); store: WAL, synchronous=FULL; \
          each timed HTTP run {:.1} s",
         duration.as_secs_f64()
     );
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = common::runtime();
     let mut table = Table::default();
     table.row(
         "0 machine",
@@ -838,7 +666,5 @@ fn main() {
         }
     });
 
-    println!();
-    table.print();
-    println!("load average at the end: {}", load_average());
+    finish(&table);
 }

@@ -30,18 +30,15 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use gleaner::config::Config;
-use gleaner::server::{App, Parts};
 use rusqlite::{Connection, params};
 use serde_json::{Value, json};
 use tempfile::TempDir;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{Table, load_average, rate};
+use common::{AppServer as Server, Table, cpu_micros_per, env_usize, finish, process_cpu, rate};
 
 /// The `X-Auth-Token` the mock source expects.
 const SOURCE_TOKEN: &str = "t";
@@ -71,28 +68,11 @@ impl Params {
     }
 }
 
-/// Process CPU time so far (utime + stime, fields 14 and 15 of /proc/self/stat).
-fn process_cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let ticks: u64 = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| {
-            rest.split_whitespace()
-                .skip(11)
-                .take(2)
-                .filter_map(|field| field.parse::<u64>().ok())
-                .sum()
-        })
-        .unwrap_or(0);
-    Duration::from_millis(ticks * 10)
-}
-
 /// CPU per message since `since`, as a table note.
 fn cpu_note(since: Duration, messages: usize) -> String {
-    let used = process_cpu().saturating_sub(since);
     format!(
         "CPU/msg {:.0} µs (whole process, mock source included)",
-        used.as_secs_f64() * 1e6 / messages as f64
+        cpu_micros_per(since, messages)
     )
 }
 
@@ -155,18 +135,13 @@ impl Source {
             .route("/messages", get(first_page))
             .route("/messages/{cursor}", get(page_at))
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind source");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
         let stop = CancellationToken::new();
-        let stopped = stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(stopped.cancelled_owned())
-                .await;
-        });
-        Self { state, base, stop }
+        let (addr, _) = common::serve(router, stop.clone()).await;
+        Self {
+            state,
+            base: format!("http://{addr}"),
+            stop,
+        }
     }
 
     fn pages_served(&self) -> usize {
@@ -216,14 +191,6 @@ fn answer(state: &SourceState, headers: &HeaderMap, cursor: Option<String>) -> R
     (json, pages[page].clone()).into_response()
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("http client")
-}
-
 // ---------------------------------------------------------------------------------------------
 // 1. Baseline: reqwest GET + rusqlite upsert.
 
@@ -260,7 +227,7 @@ fn row(message: &Value) -> (&str, &str, &str, &str, i64) {
 async fn baseline(source: &Source) -> (Duration, usize) {
     let dir = TempDir::new().expect("temp dir");
     let mut conn = open_baseline_db(&dir.path().join("baseline.db"));
-    let client = client();
+    let client = common::http_client(1);
     let started = Instant::now();
     let mut url = format!("{}/messages", source.base);
     loop {
@@ -314,66 +281,16 @@ async fn baseline(source: &Source) -> (Duration, usize) {
 // ---------------------------------------------------------------------------------------------
 // 2. Gleaner's pipeline.
 
-/// The real application on a temp data directory, its API on `127.0.0.1:0`.
-struct Server {
-    app: App,
-    base: String,
-    token: String,
-    shutdown: CancellationToken,
-    engine: Option<JoinHandle<()>>,
-    serving: Option<JoinHandle<()>>,
-    dir: TempDir,
-}
-
-impl Server {
-    async fn start() -> Self {
-        let dir = TempDir::new().expect("temp dir");
-        let mut config = Config {
-            data_dir: dir.path().to_owned(),
-            ..Config::default()
-        };
+/// The real application on a temp data directory that may fetch from loopback, its engine
+/// running and its API on `127.0.0.1:0`.
+async fn start_server() -> Server {
+    let mut server = Server::build(|config| {
         config.net.allow = vec!["127.0.0.1/32".parse().expect("network")];
-        let app = App::build(&config, Parts::default())
-            .await
-            .expect("build app");
-        let shutdown = CancellationToken::new();
-        let engine = app.start_engine(&shutdown).await.expect("start engine");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let service = app.service();
-        let stop = shutdown.clone();
-        let serving = tokio::spawn(async move {
-            let _ = axum::serve(listener, service)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-        });
-        let token = std::fs::read_to_string(dir.path().join("admin-token"))
-            .expect("admin token")
-            .trim()
-            .to_owned();
-        Self {
-            app,
-            base,
-            token,
-            shutdown,
-            engine: Some(engine),
-            serving: Some(serving),
-            dir,
-        }
-    }
-
-    async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(serving) = self.serving.take() {
-            let _ = serving.await;
-        }
-        if let Some(engine) = self.engine.take() {
-            let _ = engine.await;
-        }
-        drop(self.app);
-    }
+    })
+    .await;
+    server.start_engine().await;
+    server.serve_http().await;
+    server
 }
 
 fn pipeline_spec(source: &Source, params: Params, workers: u32) -> Value {
@@ -406,8 +323,8 @@ struct PipelineRun {
 
 async fn pipeline(pages: Arc<Vec<Bytes>>, params: Params, workers: u32) -> PipelineRun {
     let source = Source::start(pages).await;
-    let server = Server::start().await;
-    let client = client();
+    let server = start_server().await;
+    let client = common::http_client(1);
     let spec = pipeline_spec(&source, params, workers);
     let view_url = format!("{}/v1/pipelines/bench", server.base);
     let total = params.messages as u64;
@@ -484,17 +401,8 @@ async fn pipeline(pages: Arc<Vec<Bytes>>, params: Params, workers: u32) -> Pipel
 
 // ---------------------------------------------------------------------------------------------
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .map(|value| value.trim().parse::<usize>().expect("a positive number"))
-        .unwrap_or(default)
-        .max(1)
-}
-
 fn main() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let quick = std::env::var("GLEANER_BENCH_QUICK").is_ok_and(|value| value == "1");
+    let quick = common::quick();
     let messages = env_usize("GLEANER_BENCH_MESSAGES", 20_000);
     let params = Params {
         messages: if quick {
@@ -511,12 +419,7 @@ fn main() {
         .split(',')
         .map(|count| count.trim().parse::<u32>().expect("a worker count"))
         .collect();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!(
-        "gleaner pipeline bench: {cores} cores, load average {} (1, 5, 15 min){}",
-        load_average(),
-        if quick { ", QUICK (N ÷ 10)" } else { "" }
-    );
+    common::start("pipeline", quick);
     println!(
         "run: {} messages in {} pages of {}; source: axum mock on 127.0.0.1 (pre-serialised \
          pages), in this process",
@@ -535,10 +438,7 @@ fn main() {
     );
 
     let pages = serialised_pages(params);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = common::runtime();
     let mut table = Table::default();
     runtime.block_on(async {
         eprintln!("baseline…");
@@ -602,7 +502,5 @@ fn main() {
         }
     });
 
-    println!();
-    table.print();
-    println!("load average at the end: {}", load_average());
+    finish(&table);
 }
