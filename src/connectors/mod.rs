@@ -5,6 +5,7 @@
 //! persists each page's records together with the page's checkpoint.
 
 pub mod datahog;
+pub mod email_attachment;
 pub mod date_range;
 pub mod form_login;
 pub mod http;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::clock::SharedClock;
@@ -173,6 +175,22 @@ pub fn origin_of(url: &str) -> Option<String> {
 
 /// Shared handle to a connector.
 pub type SharedConnector = Arc<dyn Connector>;
+
+/// A connector's stored checkpoint read as its type `T` (`None`: the first page). One that does
+/// not read is a settings error, so the step fails instead of starting over.
+pub(crate) fn read_checkpoint<'a, T: Deserialize<'a>>(
+    raw: Option<&'a Value>,
+) -> Result<Option<T>, Error> {
+    raw.map(|raw| {
+        T::deserialize(raw).map_err(|error| Error::Settings(format!("invalid checkpoint: {error}")))
+    })
+    .transpose()
+}
+
+/// A connector's checkpoint as stored with its page.
+pub(crate) fn checkpoint_value<T: Serialize>(checkpoint: &T) -> Result<Value, Error> {
+    serde_json::to_value(checkpoint).map_err(|error| Error::Response(error.to_string()))
+}
 
 /// The JSON type of `value`, for messages about an unexpected response shape.
 pub(crate) fn json_type(value: &Value) -> &'static str {

@@ -379,7 +379,8 @@ pub fn missing_table(name: &str) -> String {
     format!("lookup table {name:?} does not exist; run the job that fills it first")
 }
 
-fn type_name(value: &Value) -> &'static str {
+/// The JSON type of `value` with its article ("a string", "null"), for error messages.
+pub(crate) fn type_name(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -16,7 +16,9 @@ use super::urls::{
     append_query, check_http_scheme, next_link_header, parse_http_url, set_page_params,
     set_query_param,
 };
-use crate::connectors::{ConnectorContext, Error, Page, json_type};
+use crate::connectors::{
+    ConnectorContext, Error, Page, checkpoint_value, json_type, read_checkpoint,
+};
 use crate::net::{CappedResponse, RESERVED_HEADERS};
 use crate::processors::jq::JqFilter;
 
@@ -119,12 +121,7 @@ impl Plan {
         ctx: &ConnectorContext,
         checkpoint: Option<&Value>,
     ) -> Result<Page, Error> {
-        let checkpoint = checkpoint
-            .map(|raw| {
-                Checkpoint::deserialize(raw)
-                    .map_err(|error| Error::Settings(format!("invalid checkpoint: {error}")))
-            })
-            .transpose()?;
+        let checkpoint: Option<Checkpoint> = read_checkpoint(checkpoint)?;
         let Some(url) = self.page_url(checkpoint.as_ref())? else {
             // The previous page was the last one: nothing is fetched again.
             return Ok(Page {
@@ -147,11 +144,9 @@ impl Plan {
             next.unwrap_or_default()
         };
         state.pages = pages;
-        let checkpoint =
-            serde_json::to_value(&state).map_err(|error| Error::Response(error.to_string()))?;
         Ok(Page {
             records,
-            checkpoint: Some(checkpoint),
+            checkpoint: Some(checkpoint_value(&state)?),
             done,
         })
     }

@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::form_login::{log_in, login_origin};
-use super::{Connector, ConnectorContext, Error, Page, json_type};
+use super::{
+    Connector, ConnectorContext, Error, Page, checkpoint_value, json_type, read_checkpoint,
+};
 
 pub use config::{
     DEFAULT_LENGTH_PARAM, DEFAULT_PAGE_SIZE, DEFAULT_START_PARAM, JsonTableSettings, MAX_PAGE_SIZE,
@@ -70,14 +72,7 @@ impl Connector for JsonTableConnector {
         checkpoint: Option<&Value>,
     ) -> Result<Page, Error> {
         let plan = Plan::new(settings)?;
-        let start = match checkpoint {
-            Some(raw) => {
-                Checkpoint::deserialize(raw)
-                    .map_err(|error| Error::Settings(format!("invalid checkpoint: {error}")))?
-                    .start
-            }
-            None => 0,
-        };
+        let start = read_checkpoint::<Checkpoint>(checkpoint)?.map_or(0, |resume| resume.start);
         let mut session = log_in(ctx, &plan.settings.login).await?;
         let response = session.get(plan.page_url(start)?, "the table page").await?;
         let body: Value = response.json()?;
@@ -94,11 +89,9 @@ impl Connector for JsonTableConnector {
         let next = start + received;
         let short = received < plan.settings.page_size;
         let reached_total = table.total.is_some_and(|total| next >= total);
-        let checkpoint = serde_json::to_value(Checkpoint { start: next })
-            .map_err(|error| Error::Response(error.to_string()))?;
         Ok(Page {
             records,
-            checkpoint: Some(checkpoint),
+            checkpoint: Some(checkpoint_value(&Checkpoint { start: next })?),
             done: short || reached_total,
         })
     }

@@ -23,7 +23,7 @@ use serde_json::Value;
 use super::date_range::parse_date;
 use super::form_login::{Session, log_in, login_origin};
 use super::http::urls::check_http_scheme;
-use super::{Connector, ConnectorContext, Error, Page};
+use super::{Connector, ConnectorContext, Error, Page, checkpoint_value, read_checkpoint};
 
 pub use config::{CsvSettings, Gzip, ListingSettings, WebReportSettings, settings_schema};
 pub use listing::Listing;
@@ -134,11 +134,9 @@ impl Connector for WebReportConnector {
         let mut done_dates: Vec<String> = done.iter().map(Date::to_string).collect();
         done_dates.push(date.to_string());
         done_dates.sort();
-        let checkpoint = serde_json::to_value(Checkpoint { done_dates })
-            .map_err(|error| Error::Response(error.to_string()))?;
         Ok(Page {
             records,
-            checkpoint: Some(checkpoint),
+            checkpoint: Some(checkpoint_value(&Checkpoint { done_dates })?),
             done: remaining.len() == 1,
         })
     }
@@ -146,11 +144,9 @@ impl Connector for WebReportConnector {
 
 /// The dates a checkpoint names as collected.
 fn done_dates(checkpoint: Option<&Value>) -> Result<BTreeSet<Date>, Error> {
-    let Some(raw) = checkpoint else {
+    let Some(checkpoint) = read_checkpoint::<Checkpoint>(checkpoint)? else {
         return Ok(BTreeSet::new());
     };
-    let checkpoint = Checkpoint::deserialize(raw)
-        .map_err(|error| Error::Settings(format!("invalid checkpoint: {error}")))?;
     checkpoint
         .done_dates
         .iter()

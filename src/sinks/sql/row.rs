@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use super::{ColumnType, Error, SqlColumn, SqlSinkSpec};
+use crate::processors::tabular::type_name;
 
 /// One typed value, bound as a statement parameter; `None` is SQL `NULL` of that type.
 #[derive(Debug, Clone, PartialEq)]
@@ -148,7 +149,7 @@ fn integer_of(value: &Value) -> Result<i64, String> {
             .trim()
             .parse::<i64>()
             .map_err(|_| format!("expected an integer, got the string {text:?}")),
-        other => Err(format!("expected an integer, got {}", kind_of(other))),
+        other => Err(format!("expected an integer, got {}", type_name(other))),
     }
 }
 
@@ -163,7 +164,7 @@ fn real_of(value: &Value) -> Result<f64, String> {
             .ok()
             .filter(|float| float.is_finite())
             .ok_or_else(|| format!("expected a number, got the string {text:?}")),
-        other => Err(format!("expected a number, got {}", kind_of(other))),
+        other => Err(format!("expected a number, got {}", type_name(other))),
     }
 }
 
@@ -177,16 +178,5 @@ fn boolean_of(value: &Value) -> Result<bool, String> {
         other => Err(format!(
             "expected a boolean (true, false, 1, 0, \"true\" or \"false\"), got {other}"
         )),
-    }
-}
-
-fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
