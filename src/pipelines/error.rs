@@ -39,35 +39,45 @@ impl StageError {
     }
 }
 
-impl From<UpstreamError> for StageError {
-    fn from(error: UpstreamError) -> Self {
-        let (retryable, retry_after) = match error.retryability() {
+impl StageError {
+    /// A failure classified by the project's one retry rule, with what the upstream answered.
+    fn classified(
+        message: String,
+        retryability: Retryability,
+        http_status: Option<u16>,
+        response: Option<&str>,
+    ) -> Self {
+        let (retryable, retry_after) = match retryability {
             Retryability::Retry { after } => (true, after),
             Retryability::Permanent => (false, None),
         };
         Self {
-            message: error.to_string(),
+            message,
             retryable,
             retry_after,
-            http_status: error.http_status(),
-            response: error.response_excerpt().map(str::to_owned),
+            http_status,
+            response: response.map(str::to_owned),
         }
+    }
+
+    /// A source connector's failure, classified the same way.
+    pub fn from_connector(error: &crate::connectors::Error) -> Self {
+        Self::classified(
+            error.to_string(),
+            error.retryability(),
+            error.http_status(),
+            error.response_excerpt(),
+        )
     }
 }
 
-impl StageError {
-    /// A source connector's failure, classified the same way.
-    pub fn from_connector(error: &crate::connectors::Error) -> Self {
-        let (retryable, retry_after) = match error.retryability() {
-            Retryability::Retry { after } => (true, after),
-            Retryability::Permanent => (false, None),
-        };
-        Self {
-            message: error.to_string(),
-            retryable,
-            retry_after,
-            http_status: error.http_status(),
-            response: error.response_excerpt().map(str::to_owned),
-        }
+impl From<UpstreamError> for StageError {
+    fn from(error: UpstreamError) -> Self {
+        Self::classified(
+            error.to_string(),
+            error.retryability(),
+            error.http_status(),
+            error.response_excerpt(),
+        )
     }
 }

@@ -18,18 +18,7 @@ const MESSAGE_COLUMNS: &str = "id, stage, payload, attempts, next_at, last_error
 const DEAD_COLUMNS: &str = "id, stage, stage_name, payload, attempts, error, http_status, response, \
      failed_at, replayed_at";
 
-fn corrupt(index: usize, what: &str) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(
-        index,
-        rusqlite::types::Type::Text,
-        format!("invalid {what}").into(),
-    )
-}
-
-fn json(row: &Row<'_>, index: usize) -> rusqlite::Result<Value> {
-    let text: String = row.get(index)?;
-    serde_json::from_str(&text).map_err(|_| corrupt(index, "json"))
-}
+use rows::{corrupt, json};
 
 fn pipeline(row: &Row<'_>) -> rusqlite::Result<Pipeline> {
     let origin: String = row.get(1)?;

@@ -16,7 +16,7 @@ pub const JOB_COLUMNS: &str = "id, status, spec, created_at, updated_at, finishe
 pub const DEAD_LETTER_COLUMNS: &str = "id, job_id, step_id, step_name, state, attempts, error, error_kind, \
      http_status, response, created_at, replayed_at";
 
-fn corrupt(index: usize, what: &str) -> rusqlite::Error {
+pub fn corrupt(index: usize, what: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
         index,
         rusqlite::types::Type::Text,
@@ -29,7 +29,7 @@ pub fn uuid(row: &Row<'_>, index: usize) -> rusqlite::Result<Uuid> {
     Uuid::parse_str(&text).map_err(|_| corrupt(index, "uuid"))
 }
 
-fn json(row: &Row<'_>, index: usize) -> rusqlite::Result<Value> {
+pub fn json(row: &Row<'_>, index: usize) -> rusqlite::Result<Value> {
     let text: String = row.get(index)?;
     serde_json::from_str(&text).map_err(|_| corrupt(index, "json"))
 }
