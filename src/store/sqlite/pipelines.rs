@@ -4,7 +4,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::rows;
+use super::rows::{self, corrupt, json};
 use crate::clock::Millis;
 use crate::pipelines::model::{
     DeadMessage, Pipeline, PipelineDeadLetter, PipelineState, QueuedMessage, SourcePage,
@@ -17,8 +17,6 @@ const COLUMNS: &str = "id, origin, spec, state, checkpoint, created_at, updated_
 const MESSAGE_COLUMNS: &str = "id, stage, payload, attempts, next_at, last_error";
 const DEAD_COLUMNS: &str = "id, stage, stage_name, payload, attempts, error, http_status, response, \
      failed_at, replayed_at";
-
-use rows::{corrupt, json};
 
 fn pipeline(row: &Row<'_>) -> rusqlite::Result<Pipeline> {
     let origin: String = row.get(1)?;
