@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::datahog::DatahogConnector;
+use super::email_attachment::EmailAttachmentConnector;
 use super::json_table::JsonTableConnector;
 use super::reddit::RedditConnector;
 use super::schema::SettingsSchema;
@@ -38,6 +39,7 @@ impl ConnectorRegistry {
             Arc::new(RedditConnector::new(config.reddit.clone())),
             Arc::new(WebReportConnector),
             Arc::new(JsonTableConnector),
+            Arc::new(EmailAttachmentConnector),
         ])
     }
 

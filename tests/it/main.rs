@@ -10,6 +10,7 @@ mod databox;
 mod datahog;
 mod datahog_support;
 mod dates;
+mod email;
 mod engine;
 mod integration;
 mod lookups;

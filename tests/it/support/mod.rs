@@ -4,6 +4,7 @@ pub mod crash;
 pub mod databox;
 pub mod flaky_source;
 pub mod harness;
+pub mod imap;
 pub mod mock;
 pub mod outage;
 pub mod pipeline_mocks;
