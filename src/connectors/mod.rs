@@ -5,8 +5,8 @@
 //! persists each page's records together with the page's checkpoint.
 
 pub mod datahog;
-pub mod email_attachment;
 pub mod date_range;
+pub mod email_attachment;
 pub mod form_login;
 pub mod http;
 pub mod json_table;

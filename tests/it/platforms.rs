@@ -244,3 +244,51 @@ async fn cors_answers_the_configured_front_end() {
         .expect("preflight");
     assert!(other.headers().get("access-control-allow-origin").is_none());
 }
+
+#[tokio::test]
+async fn execution_get_shows_progress_while_the_run_is_going() {
+    let upstream = Mock::start().await;
+    upstream.set_json("/report", rows());
+    upstream.push_when(
+        "/report",
+        "page=2",
+        crate::support::mock::Reply::json(200, json!({"items": []})).held(),
+    );
+    let app = TestApp::start().await;
+    let mut spec = platform(&upstream, "paged_rows");
+    spec["settings"]["pagination"] = json!({"type": "page_number", "size": 3});
+    assert_eq!(app.post("/v1/platforms", &spec).await.status, 201);
+    let run = json!({"platform_id": "report-platform", "settings": {}});
+    let answer = app.post("/execution/run", &run).await;
+    let job_id = envelope(&answer, 200).await["message"]["job_id"]
+        .as_str()
+        .expect("job id")
+        .to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let during = loop {
+        let view = app.get(&format!("/execution/get?job_id={job_id}")).await;
+        let message = envelope(&view, 200).await["message"].clone();
+        if message["meta"]["pull"]["pages"] == 1 {
+            break message;
+        }
+        assert!(std::time::Instant::now() < deadline, "{message}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        during["status"], "started",
+        "page 2 is still held: {during}"
+    );
+    assert_eq!(during["meta"]["pull"]["records"], 3);
+    assert!(during["ended_at"].is_null());
+    upstream.release_held();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let view = app.get(&format!("/execution/get?job_id={job_id}")).await;
+        let message = envelope(&view, 200).await["message"].clone();
+        if message["status"] == "finished" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{message}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
