@@ -197,6 +197,13 @@ async fn client_mistakes_are_4xx_in_the_seed_envelope() {
     let raw =
         crate::support::harness::post_raw(&app, "/execution/run", "application/json", "{").await;
     envelope(&raw, 400).await;
+    let garbage_date = json!({"platform_id": "json-table", "settings": {
+        "login": {"url": upstream.url("/login"), "username": "u", "password": "p"},
+        "url": upstream.url("/table"), "columns": ["a"],
+        "start_date": "the day after never", "end_date": "today"}});
+    let failed = envelope(&app.post("/execution/run", &garbage_date).await, 400).await;
+    let message = failed["message"].as_str().unwrap_or_default();
+    assert!(message.contains("start_date"), "{failed}");
     envelope(&app.get("/execution/get").await, 400).await;
     envelope(&app.get("/execution/get?job_id=nope").await, 400).await;
     let unknown = format!("/execution/get?job_id={}", uuid::Uuid::now_v7());
@@ -291,4 +298,29 @@ async fn execution_get_shows_progress_while_the_run_is_going() {
         assert!(std::time::Instant::now() < deadline, "{message}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn a_job_still_queued_answers_with_its_status_not_an_error() {
+    let upstream = Mock::start().await;
+    let app = TestApp::builder().without_engine().start().await;
+    assert_eq!(
+        app.post("/v1/platforms", &platform(&upstream, "t"))
+            .await
+            .status,
+        201
+    );
+    let run = json!({"platform_id": "report-platform", "settings": {}});
+    let answer = app.post("/execution/run", &run).await;
+    let job_id = envelope(&answer, 200).await["message"]["job_id"]
+        .as_str()
+        .expect("job id")
+        .to_owned();
+    let view = app.get(&format!("/execution/get?job_id={job_id}")).await;
+    let message = envelope(&view, 200).await["message"].clone();
+    assert_eq!(message["status"], "queued");
+    assert!(
+        message["meta"].is_object() && message["started_at"].is_null(),
+        "{message}"
+    );
 }
