@@ -327,11 +327,28 @@ impl MetricsService {
     }
 }
 
+/// One event as [`Logged`] writes it, without building the key's text first.
+struct LoggedRef<'a>(&'a Event);
+
+impl Serialize for LoggedRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        struct Key<'a>(&'a SeriesKey);
+        impl Serialize for Key<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(self.0)
+            }
+        }
+        let mut tuple = serializer.serialize_tuple(3)?;
+        tuple.serialize_element(&Key(&self.0.key))?;
+        tuple.serialize_element(&self.0.kind)?;
+        tuple.serialize_element(&self.0.value)?;
+        tuple.end()
+    }
+}
+
 fn encode(events: &[Event]) -> String {
-    let logged: Vec<Logged> = events
-        .iter()
-        .map(|event| Logged(event.key.to_string(), event.kind, event.value))
-        .collect();
+    let logged: Vec<LoggedRef<'_>> = events.iter().map(LoggedRef).collect();
     serde_json::to_string(&logged).unwrap_or_else(|_| "[]".into())
 }
 

@@ -131,12 +131,17 @@ impl MetricsRegistry {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Locks the shards of `events` in ascending order; the map goes from shard to guard.
-    fn lock_for(&self, events: &[Event]) -> BTreeMap<usize, MutexGuard<'_, Shard>> {
-        let shards: BTreeSet<usize> = events
+    /// The shard of each event, hashed once per event.
+    fn shards_of(&self, events: &[Event]) -> Vec<usize> {
+        events
             .iter()
             .map(|event| self.shard_of(&event.key))
-            .collect();
+            .collect()
+    }
+
+    /// Locks `shards` in ascending order; the map goes from shard to guard.
+    fn lock_for(&self, shards: &[usize]) -> BTreeMap<usize, MutexGuard<'_, Shard>> {
+        let shards: BTreeSet<usize> = shards.iter().copied().collect();
         shards
             .into_iter()
             .map(|shard| (shard, self.lock(shard)))
@@ -146,13 +151,12 @@ impl MetricsRegistry {
     fn check_locked(
         &self,
         events: &[Event],
+        shards: &[usize],
         guards: &BTreeMap<usize, MutexGuard<'_, Shard>>,
     ) -> Result<(), TypeMismatch> {
         let mut first_in_batch: HashMap<&SeriesKey, MetricType> = HashMap::new();
-        for event in events {
-            let existing = guards[&self.shard_of(&event.key)]
-                .get(&event.key)
-                .map(Windowed::kind);
+        for (event, shard) in events.iter().zip(shards) {
+            let existing = guards[shard].get(&event.key).map(Windowed::kind);
             let expected =
                 existing.unwrap_or_else(|| *first_in_batch.entry(&event.key).or_insert(event.kind));
             if expected != event.kind {
@@ -169,23 +173,31 @@ impl MetricsRegistry {
     /// Whether `events` would be accepted: each event's type matches its series' type, or the
     /// type of the series' first event in the batch when the series is new.
     pub fn check(&self, events: &[Event]) -> Result<(), TypeMismatch> {
-        let guards = self.lock_for(events);
-        self.check_locked(events, &guards)
+        let shards = self.shards_of(events);
+        let guards = self.lock_for(&shards);
+        self.check_locked(events, &shards, &guards)
     }
 
     /// Checks and applies a batch received at `at`, creating series as needed. On a type
     /// mismatch nothing changes. Subscribers then get each updated key once per batch.
     pub fn apply(&self, events: &[Event], at: Millis) -> Result<(), TypeMismatch> {
-        let mut guards = self.lock_for(events);
-        self.check_locked(events, &guards)?;
-        for event in events {
+        let shards = self.shards_of(events);
+        let mut guards = self.lock_for(&shards);
+        self.check_locked(events, &shards, &guards)?;
+        for (event, shard) in events.iter().zip(&shards) {
             let shard = guards
-                .get_mut(&self.shard_of(&event.key))
+                .get_mut(shard)
                 .expect("every event's shard was locked above");
-            let series = shard.entry(event.key.clone()).or_insert_with(|| {
-                Windowed::new(event.kind, at, self.window_width, self.keep_windows)
-            });
-            series.apply(event.value, at);
+            // The key is cloned only for a new series.
+            match shard.get_mut(&event.key) {
+                Some(series) => series.apply(event.value, at),
+                None => {
+                    let mut series =
+                        Windowed::new(event.kind, at, self.window_width, self.keep_windows);
+                    series.apply(event.value, at);
+                    shard.insert(event.key.clone(), series);
+                }
+            }
         }
         drop(guards);
         if self.updates.receiver_count() > 0 {
