@@ -21,7 +21,7 @@ use mail_parser::{MessageParser, MessagePart, MimeHeaders};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::net::TcpStream;
 
 use super::date_range::{date_schema, parse_date};
@@ -509,7 +509,12 @@ fn attachment_records(raw: &[u8], delimiter: u8, fallback_date: &str) -> Result<
         .map(str::to_owned)
         .unwrap_or_else(|| "attachment".to_owned());
     progress::report("mailbox", format!("reading attachment {name:?}"));
-    parse_csv(part.contents(), delimiter, &date, &name)
+    super::csv_rows::records(
+        part.contents(),
+        delimiter,
+        &[(MESSAGE_DATE_FIELD, &date), (ATTACHMENT_FIELD, &name)],
+        &format!("attachment {name:?}"),
+    )
 }
 
 /// The first attachment that looks like CSV, else the first attachment, else the first part
@@ -531,42 +536,6 @@ fn looks_like_csv(part: &MessagePart<'_>) -> bool {
         .attachment_name()
         .is_some_and(|name| name.to_ascii_lowercase().ends_with(".csv"));
     by_type || by_name
-}
-
-fn parse_csv(text: &[u8], delimiter: u8, date: &str, name: &str) -> Result<Vec<Value>, Error> {
-    let text = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text);
-    let mut reader = csv::ReaderBuilder::new()
-        .delimiter(delimiter)
-        .has_headers(true)
-        .from_reader(text);
-    let invalid =
-        |error: csv::Error| Error::Response(format!("attachment {name:?}: invalid CSV: {error}"));
-    let headers = reader.headers().map_err(invalid)?.clone();
-    for (index, column) in headers.iter().enumerate() {
-        if column == MESSAGE_DATE_FIELD
-            || column == ATTACHMENT_FIELD
-            || headers.iter().take(index).any(|other| other == column)
-        {
-            return Err(Error::Response(format!(
-                "attachment {name:?}: column {column:?} appears twice"
-            )));
-        }
-    }
-    let mut records = Vec::new();
-    for row in reader.records() {
-        let row = row.map_err(invalid)?;
-        let mut record = Map::with_capacity(headers.len() + 2);
-        for (column, value) in headers.iter().zip(row.iter()) {
-            record.insert(column.to_owned(), Value::String(value.to_owned()));
-        }
-        record.insert(
-            MESSAGE_DATE_FIELD.to_owned(),
-            Value::String(date.to_owned()),
-        );
-        record.insert(ATTACHMENT_FIELD.to_owned(), Value::String(name.to_owned()));
-        records.push(Value::Object(record));
-    }
-    Ok(records)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! Invariant: a connector never writes to the store or sends anything downstream; the engine
 //! persists each page's records together with the page's checkpoint.
 
+pub mod csv_rows;
 pub mod datahog;
 pub mod date_range;
 pub mod email_attachment;

@@ -6,7 +6,7 @@
 use std::io::Read;
 
 use flate2::read::MultiGzDecoder;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::config::Gzip;
 use crate::connectors::Error;
@@ -38,7 +38,12 @@ pub fn records(body: &[u8], format: Format, date: &str) -> Result<Vec<Value>, Er
     } else {
         body.to_vec()
     };
-    parse_csv(&csv_text, format.delimiter, date)
+    crate::connectors::csv_rows::records(
+        &csv_text,
+        format.delimiter,
+        &[(REPORT_DATE_FIELD, date)],
+        &format!("report {date}"),
+    )
 }
 
 fn gunzip(body: &[u8], max_bytes: u64, date: &str) -> Result<Vec<u8>, Error> {
@@ -55,35 +60,6 @@ fn gunzip(body: &[u8], max_bytes: u64, date: &str) -> Result<Vec<u8>, Error> {
         )));
     }
     Ok(text)
-}
-
-fn parse_csv(text: &[u8], delimiter: u8, date: &str) -> Result<Vec<Value>, Error> {
-    let text = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text);
-    let mut reader = csv::ReaderBuilder::new()
-        .delimiter(delimiter)
-        .has_headers(true)
-        .from_reader(text);
-    let invalid =
-        |error: csv::Error| Error::Response(format!("report {date}: invalid CSV: {error}"));
-    let headers = reader.headers().map_err(invalid)?.clone();
-    for (index, name) in headers.iter().enumerate() {
-        if name == REPORT_DATE_FIELD || headers.iter().take(index).any(|other| other == name) {
-            return Err(Error::Response(format!(
-                "report {date}: column {name:?} appears twice"
-            )));
-        }
-    }
-    let mut records = Vec::new();
-    for row in reader.records() {
-        let row = row.map_err(invalid)?;
-        let mut record = Map::with_capacity(headers.len() + 1);
-        for (name, value) in headers.iter().zip(row.iter()) {
-            record.insert(name.to_owned(), Value::String(value.to_owned()));
-        }
-        record.insert(REPORT_DATE_FIELD.to_owned(), Value::String(date.to_owned()));
-        records.push(Value::Object(record));
-    }
-    Ok(records)
 }
 
 #[cfg(test)]
