@@ -115,14 +115,7 @@ impl MetricsService {
                 }
             }
         }
-        let types = registry
-            .snapshot()
-            .into_iter()
-            .map(|(key, series)| {
-                let kind = series.kind();
-                (key, kind)
-            })
-            .collect();
+        let types = registry.kinds().into_iter().collect();
         if replayed > 0 {
             tracing::info!(
                 replayed,
@@ -290,7 +283,9 @@ impl MetricsService {
     pub async fn snapshot(&self) -> Result<(), StoreError> {
         let _alone = self.gate.write().await;
         let through = self.last_seq.load(Ordering::SeqCst);
-        let data = serde_json::to_vec(&self.registry.snapshot())
+        let mut data = Vec::new();
+        self.registry
+            .write_snapshot(&mut data)
             .map_err(|error| StoreError::Database(format!("metric snapshot: {error}")))?;
         let now = self.clock.now();
         let keep_after = now - BATCH_ID_TTL.as_millis() as Millis;

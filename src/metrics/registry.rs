@@ -279,6 +279,39 @@ impl MetricsRegistry {
         series
     }
 
+    /// Writes every series as the JSON of a `Vec<(SeriesKey, Windowed)>` (what [`Self::snapshot`]
+    /// returns, unsorted), serialising each shard under its lock instead of copying it first,
+    /// so a snapshot costs memory for its text only. The same cut caveat as `snapshot` holds.
+    pub fn write_snapshot(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        out.push(b'[');
+        let mut first = true;
+        for shard in 0..SHARDS {
+            let guard = self.lock(shard);
+            for entry in guard.iter() {
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                serde_json::to_writer(&mut *out, &entry)?;
+            }
+        }
+        out.push(b']');
+        Ok(())
+    }
+
+    /// Each series' key and type.
+    pub fn kinds(&self) -> Vec<(SeriesKey, MetricType)> {
+        (0..SHARDS)
+            .flat_map(|shard| {
+                let guard = self.lock(shard);
+                guard
+                    .iter()
+                    .map(|(key, series)| (key.clone(), series.kind()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     /// Inserts series (replacing those with the same key; others are kept). Their windows are
     /// fitted to this registry's geometry: windows of another width are dropped.
     pub fn restore(&self, series: Vec<(SeriesKey, Windowed)>) {
@@ -438,5 +471,30 @@ mod tests {
         assert!(!registry.delete(&key("t")));
         assert_eq!(registry.len(), 1);
         assert!(registry.get(&key("t"), 0).is_none());
+    }
+
+    #[test]
+    fn a_written_snapshot_reads_back_as_the_snapshot() {
+        let registry = MetricsRegistry::new(Duration::from_secs(60), 3);
+        let events: Vec<Event> = (0..50)
+            .map(|i| Event {
+                key: SeriesKey::new(format!("s{}", i % 7), BTreeMap::new()).expect("key"),
+                kind: MetricType::Counter,
+                value: i as f64,
+            })
+            .collect();
+        registry.apply(&events, 1_000).expect("apply");
+        let mut text = Vec::new();
+        registry.write_snapshot(&mut text).expect("write");
+        let mut read: Vec<(SeriesKey, Windowed)> = serde_json::from_slice(&text).expect("read");
+        read.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(read, registry.snapshot());
+        let mut kinds = registry.kinds();
+        kinds.sort();
+        assert_eq!(kinds.len(), 7);
+        let empty = MetricsRegistry::new(Duration::from_secs(60), 3);
+        let mut text = Vec::new();
+        empty.write_snapshot(&mut text).expect("write");
+        assert_eq!(text, b"[]");
     }
 }
