@@ -71,14 +71,14 @@ struct TypedBatch {
 /// Reads a well-formed JSON body straight into events; `None` when the body is anything
 /// else (NDJSON, a malformed or mistyped event), which the slower path then reads and
 /// explains event by event.
-fn fast_parse(headers: &HeaderMap, body: &[u8]) -> Option<(Option<String>, Vec<EventInput>)> {
+fn fast_parse(
+    headers: &HeaderMap,
+    header_id: Option<String>,
+    body: &[u8],
+) -> Option<(Option<String>, Vec<EventInput>)> {
     if is_ndjson(headers) {
         return None;
     }
-    let header_id = headers
-        .get(BATCH_ID_HEADER)
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_owned);
     match body.iter().find(|byte| !byte.is_ascii_whitespace())? {
         b'[' => serde_json::from_slice::<Vec<EventInput>>(body)
             .ok()
@@ -147,9 +147,9 @@ fn is_ndjson(headers: &HeaderMap) -> bool {
         })
 }
 
-/// Reads the events and the batch id of a request body.
-fn parse_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<(Option<String>, Vec<Value>)> {
-    let header_id = headers
+/// The `Batch-Id` header, if sent.
+fn header_batch_id(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    headers
         .get(BATCH_ID_HEADER)
         .map(|value| {
             value
@@ -157,7 +157,15 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<(Option<String>, Ve
                 .map(str::to_owned)
                 .map_err(|_| ApiError::BadRequest("Batch-Id must be visible ASCII".into()))
         })
-        .transpose()?;
+        .transpose()
+}
+
+/// Reads the events and the batch id of a request body.
+fn parse_body(
+    headers: &HeaderMap,
+    header_id: Option<String>,
+    body: &[u8],
+) -> ApiResult<(Option<String>, Vec<Value>)> {
     let syntax =
         |what: &str, error: serde_json::Error| ApiError::BadRequest(format!("{what}: {error}"));
     if is_ndjson(headers) {
@@ -218,10 +226,11 @@ async fn ingest(
 ) -> ApiResult<Json<IngestAnswer>> {
     let service = &state.inner.metrics;
     let max = service.config().max_batch;
-    let (batch_id, events) = match fast_parse(&headers, &body) {
+    let header_id = header_batch_id(&headers)?;
+    let (batch_id, events) = match fast_parse(&headers, header_id.clone(), &body) {
         Some((batch_id, inputs)) => (batch_id, validate_inputs(inputs, max)?),
         None => {
-            let (batch_id, raw) = parse_body(&headers, &body)?;
+            let (batch_id, raw) = parse_body(&headers, header_id, &body)?;
             (batch_id, validate_events(raw, max)?)
         }
     };
