@@ -20,9 +20,6 @@ use crate::processors::{Lookups, ProcessorChain, ProcessorSpec, tabular};
 use crate::sinks::{Delivery, SourceOutcome};
 use crate::store::{DisabledEndpoint, Error as StoreError};
 
-/// Records read per store round trip when a delivery gathers a job's records.
-const RECORD_BATCH: usize = 10_000;
-
 /// What a collect step runs.
 #[derive(Deserialize)]
 struct CollectConfig {
@@ -585,54 +582,26 @@ async fn deliver(
             format!("unknown sink {:?}", config.sink),
         ))
     })?;
-    if let Some(endpoint) = entry.sink.endpoint(&config.settings) {
-        let disabled = context
-            .store
-            .disabled_endpoint(&endpoint)
-            .await
-            .map_err(|error| Err(Stop::from(error)))?;
-        if let Some(disabled) = disabled {
-            return Err(Ok(Failure::permanent(
-                "endpoint_disabled",
-                format!(
-                    "the endpoint is disabled since {} ({}); enable it, then replay this delivery",
-                    crate::clock::rfc3339(disabled.disabled_at),
-                    disabled.reason
-                ),
-            )));
-        }
-    }
     let job_id = claimed.step.job_id;
-    let detail = context
+    let input = context
         .store
-        .get_job(job_id)
+        .delivery_input(job_id, entry.sink.endpoint(&config.settings))
         .await
         .map_err(|error| Err(Stop::from(error)))?
         .ok_or(Err(Stop::Store(StoreError::NotFound)))?;
-    let mut records = Vec::new();
-    let mut after = None;
-    loop {
-        let batch = context
-            .store
-            .job_records(job_id, after, RECORD_BATCH)
-            .await
-            .map_err(|error| Err(Stop::from(error)))?;
-        let Some(last) = batch.last() else { break };
-        after = Some(last.id);
-        let complete = batch.len() < RECORD_BATCH;
-        records.extend(batch.into_iter().map(|row| (row.step_id, row.data)));
-        if complete {
-            // A short batch is the last one: no need for a read that comes back empty.
-            break;
-        }
+    if let Some(disabled) = input.disabled {
+        return Err(Ok(Failure::permanent(
+            "endpoint_disabled",
+            format!(
+                "the endpoint is disabled since {} ({}); enable it, then replay this delivery",
+                crate::clock::rfc3339(disabled.disabled_at),
+                disabled.reason
+            ),
+        )));
     }
-    let collect_steps = || {
-        detail
-            .steps
-            .iter()
-            .filter(|step| step.kind == StepKind::Collect)
-    };
-    let sources: Vec<SourceOutcome> = collect_steps()
+    let sources: Vec<SourceOutcome> = input
+        .sources
+        .iter()
         .map(|step| SourceOutcome {
             step_id: step.id,
             name: source_name(step),
@@ -654,13 +623,15 @@ async fn deliver(
         job_id,
         delivery_id: format!("msg_{}_{}", job_id.simple(), claimed.step.position),
         status,
-        created_at: detail.job.created_at,
-        collected_at: collect_steps()
+        created_at: input.created_at,
+        collected_at: input
+            .sources
+            .iter()
             .filter_map(|step| step.finished_at)
             .max()
-            .unwrap_or(detail.job.created_at),
+            .unwrap_or(input.created_at),
         sources,
-        records,
+        records: input.records,
     };
     let result = entry
         .sink

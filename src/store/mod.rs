@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::clock::Millis;
 use crate::job::{
     Claimed, DeadLetter, DeadLetterFilter, Fence, Job, JobDetail, JobFilter, NewJob, Outcome,
-    PageWrite, RecordRow, RetryBudget,
+    PageWrite, RecordRow, RetryBudget, Step,
 };
 use crate::pipelines::model::{
     DeadMessage, Pipeline, PipelineDeadLetter, PipelineState, QueuedMessage, SourcePage,
@@ -81,6 +81,15 @@ pub trait Store: Send + Sync {
         after: Option<i64>,
         limit: usize,
     ) -> Result<Vec<RecordRow>>;
+
+    /// Everything a delivery of job `id` sends, read in one snapshot (one round trip, where
+    /// the job, its records and the endpoint used to be three reads, each starting a read
+    /// transaction on a cold page cache). `None` when the job does not exist.
+    async fn delivery_input(
+        &self,
+        id: Uuid,
+        endpoint: Option<String>,
+    ) -> Result<Option<DeliveryInput>>;
 
     /// A job's records as collected, before processors (capped per step).
     async fn original_records(
@@ -312,6 +321,18 @@ pub struct LookupTableInfo {
     pub name: String,
     pub entries: u64,
     pub updated_at: Millis,
+}
+
+/// What a deliver step reads before it sends: see [`Store::delivery_input`].
+#[derive(Debug, Clone)]
+pub struct DeliveryInput {
+    pub created_at: Millis,
+    /// The job's collect steps, in position order.
+    pub sources: Vec<Step>,
+    /// Every record of the job in collection order, with the step that collected it.
+    pub records: Vec<(i64, serde_json::Value)>,
+    /// The entry that disables the sink's endpoint, when it is disabled.
+    pub disabled: Option<DisabledEndpoint>,
 }
 
 /// A callback endpoint that answered `410 Gone`.

@@ -5,13 +5,13 @@ use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
 use super::rows::{self, DEAD_LETTER_COLUMNS, JOB_COLUMNS, STEP_COLUMNS};
-use super::steps;
+use super::{endpoints, steps};
 use crate::clock::Millis;
 use crate::job::{
     DeadLetter, DeadLetterFilter, IdempotencyClaim, Job, JobDetail, JobFilter, NewJob, RecordRow,
     StepKind, StepState,
 };
-use crate::store::{Created, Error, Result, Snapshot};
+use crate::store::{Created, DeliveryInput, Error, Result, Snapshot};
 
 /// A new job's rows, serialised ahead of the write so the writer thread only binds them.
 pub struct JobRows {
@@ -178,6 +178,43 @@ pub fn detail(conn: &Connection, id: Uuid) -> Result<Option<JobDetail>> {
         job,
         steps,
         attempts,
+    }))
+}
+
+/// The job's creation time, collect steps and records, and the endpoint's disabled entry;
+/// run in one read transaction so all come from the same snapshot.
+pub fn delivery_input(
+    conn: &Connection,
+    id: Uuid,
+    endpoint: Option<&str>,
+) -> Result<Option<DeliveryInput>> {
+    let key = id.to_string();
+    let created_at: Option<Millis> = conn
+        .prepare_cached("SELECT created_at FROM jobs WHERE id = ?1")?
+        .query_row([&key], |row| row.get(0))
+        .optional()?;
+    let Some(created_at) = created_at else {
+        return Ok(None);
+    };
+    let sources = conn
+        .prepare_cached(&format!(
+            "SELECT {STEP_COLUMNS} FROM steps WHERE job_id = ?1 AND kind = 'collect' ORDER BY position"
+        ))?
+        .query_map([&key], |row| rows::step(row).map(|(step, _)| step))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let records = conn
+        .prepare_cached("SELECT step_id, data FROM records WHERE job_id = ?1 ORDER BY id")?
+        .query_map([&key], |row| Ok((row.get(0)?, rows::json(row, 1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let disabled = match endpoint {
+        Some(url) => endpoints::get(conn, url)?,
+        None => None,
+    };
+    Ok(Some(DeliveryInput {
+        created_at,
+        sources,
+        records,
+        disabled,
     }))
 }
 

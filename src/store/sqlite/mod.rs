@@ -24,7 +24,7 @@ use tokio::sync::{Notify, Semaphore};
 use uuid::Uuid;
 
 use super::{
-    Created, DisabledEndpoint, Error, LogEntry, LookupTable, LookupTableInfo, Result, Snapshot,
+    Created, DeliveryInput, DisabledEndpoint, Error, LogEntry, LookupTable, LookupTableInfo, Result, Snapshot,
     Store,
 };
 use crate::clock::Millis;
@@ -82,6 +82,7 @@ impl ReadPool {
                 | OpenFlags::SQLITE_OPEN_URI,
         )?;
         conn.pragma_update(None, "busy_timeout", 5000)?;
+        conn.set_prepared_statement_cache_capacity(schema::STATEMENT_CACHE);
         Ok(conn)
     }
 
@@ -233,6 +234,18 @@ impl Store for SqliteStore {
     ) -> Result<Vec<RecordRow>> {
         self.read(move |conn| jobs::records(conn, id, after, limit))
             .await
+    }
+
+    async fn delivery_input(
+        &self,
+        id: Uuid,
+        endpoint: Option<String>,
+    ) -> Result<Option<DeliveryInput>> {
+        self.read(move |conn| {
+            let snapshot = conn.unchecked_transaction()?;
+            jobs::delivery_input(&snapshot, id, endpoint.as_deref())
+        })
+        .await
     }
 
     async fn original_records(
