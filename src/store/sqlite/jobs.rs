@@ -162,14 +162,14 @@ pub fn detail(conn: &Connection, id: Uuid) -> Result<Option<JobDetail>> {
     };
     let key = id.to_string();
     let mut steps = conn.prepare_cached(&format!(
-        "SELECT {STEP_COLUMNS} FROM steps WHERE job_id = ?1 ORDER BY position"
+        "SELECT {STEP_COLUMNS} FROM steps WHERE job_id = +?1 ORDER BY position"
     ))?;
     let steps = steps
         .query_map([&key], |row| rows::step(row).map(|(step, _)| step))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let mut attempts = conn.prepare_cached(
         "SELECT step_id, attempt, started_at, ended_at, outcome, error_kind, http_status, error, response
-         FROM attempts WHERE job_id = ?1 ORDER BY id",
+         FROM attempts WHERE job_id = +?1 ORDER BY id",
     )?;
     let attempts = attempts
         .query_map([&key], rows::attempt)?
@@ -198,12 +198,12 @@ pub fn delivery_input(
     };
     let sources = conn
         .prepare_cached(&format!(
-            "SELECT {STEP_COLUMNS} FROM steps WHERE job_id = ?1 AND kind = 'collect' ORDER BY position"
+            "SELECT {STEP_COLUMNS} FROM steps WHERE job_id = +?1 AND kind = 'collect' ORDER BY position"
         ))?
         .query_map([&key], |row| rows::step(row).map(|(step, _)| step))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let records = conn
-        .prepare_cached("SELECT step_id, data FROM records WHERE job_id = ?1 ORDER BY id")?
+        .prepare_cached("SELECT step_id, data FROM records WHERE job_id = +?1 ORDER BY id")?
         .query_map([&key], |row| Ok((row.get(0)?, rows::json(row, 1)?)))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let disabled = match endpoint {
@@ -224,7 +224,7 @@ pub fn list(conn: &Connection, filter: &JobFilter) -> Result<Vec<Job>> {
          WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR id < ?2)
            AND (?3 IS NULL OR EXISTS (SELECT 1 FROM steps WHERE steps.job_id = jobs.id
                                       AND steps.kind = 'collect' AND steps.name = ?3))
-         ORDER BY id DESC LIMIT ?4"
+         ORDER BY id DESC LIMIT ?4 + 0"
     ))?;
     let jobs = statement
         .query_map(
@@ -292,7 +292,7 @@ fn rows_of(
     limit: usize,
 ) -> Result<Vec<RecordRow>> {
     let mut statement = conn.prepare_cached(&format!(
-        "SELECT id, step_id, page, data FROM {table} WHERE job_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+        "SELECT id, step_id, page, data FROM {table} WHERE job_id = +?1 AND id > ?2 ORDER BY id LIMIT ?3 + 0"
     ))?;
     let records = statement
         .query_map(
@@ -324,7 +324,7 @@ pub fn dead_letters(conn: &Connection, filter: &DeadLetterFilter) -> Result<Vec<
          WHERE (?1 = '[]' OR id IN (SELECT value FROM json_each(?1)))
            AND (?2 IS NULL OR job_id = ?2) AND (?3 IS NULL OR created_at >= ?3)
            AND (?4 OR replayed_at IS NULL) AND id > ?5
-         ORDER BY id LIMIT ?6"
+         ORDER BY id LIMIT ?6 + 0"
     ))?;
     let letters = statement
         .query_map(

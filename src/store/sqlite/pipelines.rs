@@ -385,7 +385,7 @@ pub fn dead(
 pub fn messages(conn: &Connection, id: Uuid) -> Result<Vec<QueuedMessage>> {
     Ok(conn
         .prepare_cached(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM pipeline_messages WHERE pipeline_id = ?1 ORDER BY id"
+            "SELECT {MESSAGE_COLUMNS} FROM pipeline_messages WHERE pipeline_id = +?1 ORDER BY id"
         ))?
         .query_map([id.to_string()], message)?
         .collect::<rusqlite::Result<Vec<_>>>()?)
@@ -396,7 +396,7 @@ pub fn counters(conn: &Connection, id: Uuid) -> Result<Vec<(u32, StageCounters)>
     Ok(conn
         .prepare_cached(
             "SELECT stage, entered, done, produced, retried, dead, pages FROM pipeline_counters
-             WHERE pipeline_id = ?1 ORDER BY stage",
+             WHERE pipeline_id = +?1 ORDER BY stage",
         )?
         .query_map([id.to_string()], |row| {
             Ok((
@@ -430,7 +430,7 @@ pub fn dead_letters(
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {DEAD_COLUMNS} FROM pipeline_dead_letters
-             WHERE pipeline_id = ?1 AND id > ?2 {filter} ORDER BY id LIMIT ?3"
+             WHERE pipeline_id = +?1 AND id > ?2 {filter} ORDER BY id LIMIT ?3 + 0"
         ))?
         .query_map(params![id.to_string(), after, limit as i64], dead_letter)?
         .collect::<rusqlite::Result<Vec<_>>>()?)

@@ -232,8 +232,8 @@ pub fn fire(conn: &Connection, fire: &TickFire) -> Result<TickResult> {
 /// The most recent fired ticks of a schedule, newest first.
 pub fn ticks(conn: &Connection, id: Uuid, limit: usize) -> Result<Vec<TickRow>> {
     let mut statement = conn.prepare_cached(
-        "SELECT tick, outcome, job_id, fired_at FROM schedule_ticks WHERE schedule_id = ?1
-         ORDER BY tick DESC LIMIT ?2",
+        "SELECT tick, outcome, job_id, fired_at FROM schedule_ticks WHERE schedule_id = +?1
+         ORDER BY tick DESC LIMIT ?2 + 0",
     )?;
     let rows = statement
         .query_map(params![id.to_string(), limit as i64], |row| {
