@@ -29,11 +29,6 @@ use tokio_util::sync::CancellationToken;
 use tower::Service;
 use uuid::Uuid;
 
-/// The allocator the `gleaner` binary runs with (`src/main.rs`), so the benches measure what
-/// ships; the baselines run in the same process with the same allocator.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 pub fn now_ms() -> i64 {
     SystemClock.now()
 }

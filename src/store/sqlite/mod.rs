@@ -30,8 +30,8 @@ use tokio::sync::{Notify, Semaphore};
 use uuid::Uuid;
 
 use super::{
-    Created, DeliveryInput, DisabledEndpoint, Error, LogEntry, LookupTable, LookupTableInfo, Result, Snapshot,
-    Store,
+    Created, DeliveryInput, DisabledEndpoint, Error, LogEntry, LookupTable, LookupTableInfo,
+    Result, Snapshot, Store,
 };
 use crate::clock::Millis;
 use crate::job::{
