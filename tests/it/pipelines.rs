@@ -163,10 +163,15 @@ async fn a_stalled_storage_stops_the_source_within_a_queue_and_resumes() {
         fetched <= 50 + 50 + 10,
         "fetched {fetched} messages with storage stalled; view {stalled_view:#}"
     );
-    assert_eq!(
-        depth(2),
-        Some(50),
-        "the storage queue is full: {stalled_view:#}"
+    // The storage queue is full, or the rest of its room is reserved by the batch the
+    // processing stage holds and cannot hand on whole (it takes several messages at once).
+    let storage_depth = depth(2).expect("storage queue depth");
+    let processing_in_flight = stalled_view["stages"][1]["live"]["in_flight"]
+        .as_u64()
+        .expect("processing in flight");
+    assert!(
+        storage_depth <= 50 && storage_depth + processing_in_flight >= 50,
+        "the storage queue is not full nor reserved: {stalled_view:#}"
     );
     let during = rss_kib();
     storage.stall(false);
