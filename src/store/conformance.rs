@@ -93,6 +93,95 @@ pub async fn claim_run_finish_derives_status(store: &dyn Store) {
     );
 }
 
+pub async fn delivery_input_is_one_snapshot_of_what_a_delivery_sends(store: &dyn Store) {
+    assert!(
+        store
+            .delivery_input(Uuid::now_v7(), None)
+            .await
+            .expect("read")
+            .is_none(),
+        "an unknown job has no delivery input"
+    );
+    let job = store
+        .create_job(new_job(2, 1, 1_000))
+        .await
+        .expect("create")
+        .job;
+    let claimed = store.claim("w1", 10, 1_000, 31_000).await.expect("claim");
+    for (index, step) in claimed.iter().enumerate() {
+        let page = PageWrite {
+            records: vec![
+                json!({"step": index, "n": 1}),
+                json!({"step": index, "n": 2}),
+            ],
+            ..PageWrite::default()
+        };
+        let outcome = if index == 0 {
+            Outcome::Succeeded
+        } else {
+            Outcome::Failed {
+                error: error("status"),
+            }
+        };
+        let page = (index == 0).then_some(page);
+        store
+            .finish(&step.fence, outcome, page, 2_000 + index as i64)
+            .await
+            .expect("finish");
+    }
+    let url = "https://hooks.example/in";
+    let input = store
+        .delivery_input(job.id, Some(url.into()))
+        .await
+        .expect("read")
+        .expect("the job exists");
+    assert_eq!(input.created_at, 1_000);
+    assert_eq!(
+        input
+            .sources
+            .iter()
+            .map(|step| (step.kind, step.state))
+            .collect::<Vec<_>>(),
+        [
+            (StepKind::Collect, StepState::Succeeded),
+            (StepKind::Collect, StepState::Failed)
+        ],
+        "the collect steps only, in position order"
+    );
+    assert_eq!(
+        input.records,
+        [
+            (claimed[0].step.id, json!({"step": 0, "n": 1})),
+            (claimed[0].step.id, json!({"step": 0, "n": 2}))
+        ]
+    );
+    assert!(input.disabled.is_none());
+    store
+        .disable_endpoint(&super::DisabledEndpoint {
+            url: url.into(),
+            reason: "410 Gone".into(),
+            job_id: Some(job.id),
+            disabled_at: 3_000,
+        })
+        .await
+        .expect("disable");
+    let input = store
+        .delivery_input(job.id, Some(url.into()))
+        .await
+        .expect("read")
+        .expect("the job exists");
+    assert_eq!(
+        input.disabled.map(|entry| (entry.url, entry.disabled_at)),
+        Some((url.to_owned(), 3_000))
+    );
+    let other = store
+        .delivery_input(job.id, Some("https://other.example/".into()))
+        .await
+        .expect("read")
+        .expect("the job exists");
+    assert!(other.disabled.is_none(), "only the named endpoint");
+}
+
 pub async fn a_fenced_worker_cannot_commit(store: &dyn Store) {
     store.create_job(new_job(1, 0, 0)).await.expect("create");
     let first = store.claim("w1", 1, 0, 100).await.expect("claim").remove(0);
@@ -403,6 +492,7 @@ macro_rules! store_conformance {
     ($open:expr) => {
         $crate::store_conformance!(@tests $open;
             claim_run_finish_derives_status,
+            delivery_input_is_one_snapshot_of_what_a_delivery_sends,
             a_fenced_worker_cannot_commit,
             retries_wait_then_dead_letter_and_replay,
             idempotency_keys_return_the_same_job_or_conflict,
