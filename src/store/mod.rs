@@ -147,8 +147,6 @@ pub trait Store: Send + Sync {
 
     /// Marks a callback endpoint disabled (it answered `410 Gone`); deliveries to it stop.
     async fn disable_endpoint(&self, endpoint: &DisabledEndpoint) -> Result<()>;
-    /// The disabled entry for `url`, if it is disabled.
-    async fn disabled_endpoint(&self, url: &str) -> Result<Option<DisabledEndpoint>>;
     async fn list_disabled_endpoints(&self) -> Result<Vec<DisabledEndpoint>>;
     /// Enables `url` again; returns whether it was disabled.
     async fn enable_endpoint(&self, url: &str) -> Result<bool>;

@@ -413,11 +413,6 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn disabled_endpoint(&self, url: &str) -> Result<Option<DisabledEndpoint>> {
-        let url = url.to_owned();
-        self.read(move |conn| endpoints::get(conn, &url)).await
-    }
-
     async fn list_disabled_endpoints(&self) -> Result<Vec<DisabledEndpoint>> {
         self.read(endpoints::list).await
     }
