@@ -9,6 +9,7 @@
 //! statement again (a delivery's read of its job's steps did, on every call: a seventh of the
 //! CPU of a callback delivery).
 
+mod checkpoint;
 mod endpoints;
 mod jobs;
 mod lookups;
@@ -43,7 +44,7 @@ use crate::pipelines::model::{
     StageCounters,
 };
 use crate::schedule::{Schedule, TickFire, TickResult, TickRow};
-use writer::{Wake, Writer};
+use writer::{Lane, Wake, Writer};
 
 /// Maps SQLite's errors onto the store's.
 pub(crate) fn map_error(error: rusqlite::Error) -> Error {
@@ -129,6 +130,12 @@ impl SqliteStore {
         let mut conn = Connection::open(path)?;
         schema::configure(&conn)?;
         schema::migrate(&mut conn)?;
+        // Replaces SQLite's automatic checkpoint, which would run inside the writer's commits.
+        let checkpointer = checkpoint::Checkpointer::start(path)?;
+        conn.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages| {
+            checkpointer.committed(wal, pages);
+            Ok(())
+        }))?;
         let work = Arc::new(Notify::new());
         let writer = Writer::start(conn, work.clone())
             .map_err(|error| Error::Database(error.to_string()))?;
@@ -171,7 +178,17 @@ impl SqliteStore {
         T: Send + 'static,
         F: Fn(&Connection) -> Result<(T, Wake)> + Send + 'static,
     {
-        self.writer.write(operation).await
+        self.writer.write(Lane::Foreground, operation).await
+    }
+
+    /// [`Self::write`] for the engine's own bookkeeping, which no client waits on (see
+    /// [`writer`] on lanes).
+    async fn write_background<T, F>(&self, operation: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection) -> Result<(T, Wake)> + Send + 'static,
+    {
+        self.writer.write(Lane::Background, operation).await
     }
 }
 
@@ -273,7 +290,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Claimed>> {
         let owned = owner.to_owned();
         let raw = self
-            .write(move |conn| {
+            .write_background(move |conn| {
                 Ok((
                     steps::claim(conn, &owned, limit, now, lease_until)?,
                     Wake::No,
@@ -289,14 +306,16 @@ impl Store for SqliteStore {
 
     async fn extend_lease(&self, fence: &Fence, until: Millis) -> Result<()> {
         let fence = fence.clone();
-        self.write(move |conn| Ok((steps::extend_lease(conn, &fence, until)?, Wake::No)))
+        self.write_background(move |conn| Ok((steps::extend_lease(conn, &fence, until)?, Wake::No)))
             .await
     }
 
     async fn save_page(&self, fence: &Fence, page: PageWrite, now: Millis) -> Result<()> {
         let fence = fence.clone();
-        self.write(move |conn| Ok((steps::save_page(conn, &fence, &page, now)?, Wake::No)))
-            .await
+        self.write_background(move |conn| {
+            Ok((steps::save_page(conn, &fence, &page, now)?, Wake::No))
+        })
+        .await
     }
 
     async fn finish(
@@ -307,7 +326,7 @@ impl Store for SqliteStore {
         now: Millis,
     ) -> Result<()> {
         let fence = fence.clone();
-        self.write(move |conn| {
+        self.write_background(move |conn| {
             let woke = steps::finish(conn, &fence, &outcome, last_page.as_ref(), now)?;
             Ok(((), wake_if(woke)))
         })
@@ -315,7 +334,7 @@ impl Store for SqliteStore {
     }
 
     async fn rescue(&self, now: Millis, all: bool) -> Result<u64> {
-        self.write(move |conn| {
+        self.write_background(move |conn| {
             let rescued = steps::rescue(conn, now, all)?;
             Ok((rescued, wake_if(rescued > 0)))
         })
@@ -484,12 +503,14 @@ impl Store for SqliteStore {
         from: Millis,
         to: Option<Millis>,
     ) -> Result<bool> {
-        self.write(move |conn| Ok((schedules::advance(conn, id, version, from, to)?, Wake::No)))
-            .await
+        self.write_background(move |conn| {
+            Ok((schedules::advance(conn, id, version, from, to)?, Wake::No))
+        })
+        .await
     }
 
     async fn fire_tick(&self, fire: TickFire) -> Result<TickResult> {
-        self.write(move |conn| {
+        self.write_background(move |conn| {
             let result = schedules::fire(conn, &fire)?;
             let wake = wake_if(matches!(result, TickResult::Created(_)));
             Ok((result, wake))
@@ -571,8 +592,10 @@ impl Store for SqliteStore {
         page: SourcePage,
         now: Millis,
     ) -> Result<Vec<QueuedMessage>> {
-        self.write(move |conn| Ok((pipelines::commit_page(conn, id, &page, now)?, Wake::No)))
-            .await
+        self.write_background(move |conn| {
+            Ok((pipelines::commit_page(conn, id, &page, now)?, Wake::No))
+        })
+        .await
     }
 
     async fn advance_messages(
@@ -583,7 +606,7 @@ impl Store for SqliteStore {
         to: Vec<u32>,
         now: Millis,
     ) -> Result<Vec<QueuedMessage>> {
-        self.write(move |conn| {
+        self.write_background(move |conn| {
             Ok((
                 pipelines::advance_all(conn, id, stage, &moves, &to, now)?,
                 Wake::No,
@@ -593,8 +616,10 @@ impl Store for SqliteStore {
     }
 
     async fn complete_messages(&self, id: Uuid, stage: u32, messages: Vec<i64>) -> Result<u64> {
-        self.write(move |conn| Ok((pipelines::complete(conn, id, stage, &messages)?, Wake::No)))
-            .await
+        self.write_background(move |conn| {
+            Ok((pipelines::complete(conn, id, stage, &messages)?, Wake::No))
+        })
+        .await
     }
 
     async fn retry_message(
@@ -606,7 +631,7 @@ impl Store for SqliteStore {
         next_at: Millis,
         error: String,
     ) -> Result<()> {
-        self.write(move |conn| {
+        self.write_background(move |conn| {
             Ok((
                 pipelines::retry(conn, id, message, stage, attempts, next_at, &error)?,
                 Wake::No,
@@ -622,8 +647,10 @@ impl Store for SqliteStore {
         dead: DeadMessage,
         now: Millis,
     ) -> Result<()> {
-        self.write(move |conn| Ok((pipelines::dead(conn, id, &message, &dead, now)?, Wake::No)))
-            .await
+        self.write_background(move |conn| {
+            Ok((pipelines::dead(conn, id, &message, &dead, now)?, Wake::No))
+        })
+        .await
     }
 
     async fn pipeline_messages(&self, id: Uuid) -> Result<Vec<QueuedMessage>> {
