@@ -159,7 +159,7 @@ impl Writer {
 }
 
 /// Longest a background group waits for a client's next request.
-const HOLD_MAX: Duration = Duration::from_micros(200);
+const HOLD_MAX: Duration = Duration::from_micros(500);
 /// Added to the expected arrival, for the request's own jitter.
 const HOLD_SLACK: Duration = Duration::from_micros(50);
 
