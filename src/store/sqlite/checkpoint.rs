@@ -23,11 +23,12 @@ use rusqlite::wal::CheckpointMode;
 use super::super::{Error, Result};
 
 /// WAL pages after which a checkpoint is asked for (SQLite's own default threshold).
-pub const THRESHOLD_PAGES: u32 = 1000;
+const THRESHOLD_PAGES: u32 = 1000;
 /// Log length at which the writer stops waiting for the background thread.
 const FALLBACK_PAGES: u32 = 4 * THRESHOLD_PAGES;
 
-/// Asks the checkpoint thread for a checkpoint; dropping it ends the thread.
+/// The writer connection's side of the checkpoint thread; dropping it (with the connection's
+/// hook) ends the thread.
 pub struct Checkpointer {
     ask: mpsc::SyncSender<()>,
     /// The last background checkpoint: frames in the log then (high half) and frames copied;
@@ -40,8 +41,18 @@ pub struct Checkpointer {
 }
 
 impl Checkpointer {
-    /// Starts the thread with its own connection to the database at `path`.
-    pub fn start(path: &Path) -> Result<Self> {
+    /// Takes over `conn`'s checkpoints (its commit hook replaces SQLite's automatic
+    /// checkpoint): starts the thread, with its own connection to the database at `path`.
+    pub fn attach(conn: &mut Connection, path: &Path) -> Result<()> {
+        let checkpointer = Self::start(path)?;
+        conn.wal_hook(Some(move |wal: &mut Wal, pages| {
+            checkpointer.committed(wal, pages);
+            Ok(())
+        }))?;
+        Ok(())
+    }
+
+    fn start(path: &Path) -> Result<Self> {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "busy_timeout", 5000)?;
         // The checkpoint fsyncs the database file before the log may be overwritten.
@@ -63,7 +74,7 @@ impl Checkpointer {
     /// copied what it found, and otherwise asks for one (never blocking). Past
     /// [`FALLBACK_PAGES`] (the background thread cannot keep up) it copies everything itself,
     /// as SQLite's own checkpoint would.
-    pub fn committed(&self, wal: &mut Wal, pages: i32) {
+    fn committed(&self, wal: &mut Wal, pages: i32) {
         let pages = u32::try_from(pages).unwrap_or(0);
         if pages < THRESHOLD_PAGES {
             return;
@@ -114,7 +125,7 @@ fn run(conn: &Connection, asked: &mpsc::Receiver<()>, last: &AtomicU64, running:
 mod tests {
     use super::*;
 
-    /// Without checkpoints the log would hold every page written (about 40 MB here); with
+    /// Without checkpoints the log would hold every page written (about 88 MB here); with
     /// them it is restarted from its start and stays near the threshold.
     #[test]
     fn the_log_is_checkpointed_and_reused() {
@@ -125,12 +136,7 @@ mod tests {
             .expect("wal");
         conn.execute_batch("CREATE TABLE blobs (data BLOB NOT NULL)")
             .expect("table");
-        let checkpointer = Checkpointer::start(&path).expect("checkpointer");
-        conn.wal_hook(Some(move |wal: &mut Wal, pages| {
-            checkpointer.committed(wal, pages);
-            Ok(())
-        }))
-        .expect("hook");
+        Checkpointer::attach(&mut conn, &path).expect("checkpointer");
         let blob = vec![7u8; 64 * 1024];
         for _ in 0..640 {
             conn.execute("INSERT INTO blobs (data) VALUES (?1)", [&blob])

@@ -130,12 +130,7 @@ impl SqliteStore {
         let mut conn = Connection::open(path)?;
         schema::configure(&conn)?;
         schema::migrate(&mut conn)?;
-        // Replaces SQLite's automatic checkpoint, which would run inside the writer's commits.
-        let checkpointer = checkpoint::Checkpointer::start(path)?;
-        conn.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages| {
-            checkpointer.committed(wal, pages);
-            Ok(())
-        }))?;
+        checkpoint::Checkpointer::attach(&mut conn, path)?;
         let work = Arc::new(Notify::new());
         let writer = Writer::start(conn, work.clone())
             .map_err(|error| Error::Database(error.to_string()))?;

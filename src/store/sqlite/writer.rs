@@ -216,28 +216,41 @@ fn drain(inbox: &mut mpsc::Receiver<Box<dyn Operation>>, batch: &mut Vec<Box<dyn
     }
 }
 
+/// Whether any operation of `batch` has a client waiting on it.
+fn has_foreground(batch: &[Box<dyn Operation>]) -> bool {
+    batch.iter().any(|op| op.foreground().is_some())
+}
+
+/// Waits until `until` for a foreground operation to join `batch`, taking in whatever is
+/// queued meanwhile; a foreground send unparks the thread.
+fn hold(
+    inbox: &mut mpsc::Receiver<Box<dyn Operation>>,
+    batch: &mut Vec<Box<dyn Operation>>,
+    until: Instant,
+) {
+    loop {
+        let now = Instant::now();
+        if now >= until {
+            return;
+        }
+        std::thread::park_timeout(until - now);
+        drain(inbox, batch);
+        if has_foreground(batch) || batch.len() >= MAX_BATCH {
+            return;
+        }
+    }
+}
+
 fn run(conn: Connection, mut inbox: mpsc::Receiver<Box<dyn Operation>>, notify: Arc<Notify>) {
     let mut batch: Vec<Box<dyn Operation>> = Vec::with_capacity(MAX_BATCH);
     let mut pacing = Pacing::default();
     while let Some(first) = inbox.blocking_recv() {
         batch.push(first);
         drain(&mut inbox, &mut batch);
-        let foreground =
-            |batch: &[Box<dyn Operation>]| batch.iter().any(|op| op.foreground().is_some());
-        if !foreground(&batch)
+        if !has_foreground(&batch)
             && let Some(until) = pacing.hold_until(Instant::now())
         {
-            loop {
-                let now = Instant::now();
-                if now >= until {
-                    break;
-                }
-                std::thread::park_timeout(until - now);
-                drain(&mut inbox, &mut batch);
-                if foreground(&batch) || batch.len() >= MAX_BATCH {
-                    break;
-                }
-            }
+            hold(&mut inbox, &mut batch, until);
         }
         let mut clients = false;
         for queued_at in batch.iter().filter_map(|op| op.foreground()) {
