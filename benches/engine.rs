@@ -428,7 +428,8 @@ async fn enqueue_sequential(table: &mut Table, total: usize) {
         latencies.push(post_job(&client, &url, &server.token, &body).await.1);
     }
     let elapsed = started.elapsed();
-    wait_succeeded(&server, total + 1, Instant::now()).await;
+    let breakdown = latency_breakdown(&server, &client, total).await;
+    wait_succeeded(&server, 2 * total + 1, Instant::now()).await;
     server.stop().await;
 
     let section = "3 enqueue (engine running)";
@@ -449,6 +450,62 @@ async fn enqueue_sequential(table: &mut Table, total: usize) {
             fmt_ms(p.max)
         ),
     );
+    for (what, sample) in breakdown {
+        let p = percentiles(sample);
+        table.row(
+            section,
+            what,
+            fmt_ms(p.p50),
+            format!("p99 {}; max {}", fmt_ms(p.p99), fmt_ms(p.max)),
+        );
+    }
+}
+
+/// Where one sequential enqueue's time goes: the same job created through the store in
+/// process (no HTTP: the writer's queue, commit and reply), an authenticated HTTP round trip
+/// that reads the job (`GET /v1/jobs/{id}`), and one that touches nothing (`GET /healthz`).
+async fn latency_breakdown(
+    server: &Server,
+    client: &reqwest::Client,
+    total: usize,
+) -> Vec<(&'static str, Vec<Duration>)> {
+    let template = common::noop_job_template(server, Vec::new());
+    let mut store = Vec::with_capacity(total);
+    let mut last = None;
+    for _ in 0..total {
+        let job = common::fresh_job(&template);
+        last = Some(job.id);
+        let started = Instant::now();
+        server.store().create_job(job).await.expect("create job");
+        store.push(started.elapsed());
+    }
+    let url = format!("{}/v1/jobs/{}", server.base, last.expect("a job"));
+    let mut http = Vec::with_capacity(total);
+    for _ in 0..total {
+        let started = Instant::now();
+        let response = client
+            .get(&url)
+            .bearer_auth(&server.token)
+            .send()
+            .await
+            .expect("get job");
+        assert!(response.status().is_success(), "GET job: {}", response.status());
+        response.bytes().await.expect("job body");
+        http.push(started.elapsed());
+    }
+    let url = format!("{}/healthz", server.base);
+    let mut bare = Vec::with_capacity(total);
+    for _ in 0..total {
+        let started = Instant::now();
+        let response = client.get(&url).send().await.expect("healthz");
+        response.bytes().await.expect("healthz body");
+        bare.push(started.elapsed());
+    }
+    vec![
+        ("  of which: store.create_job in process, p50", store),
+        ("  of which: HTTP GET /v1/jobs/{id} (a read), p50", http),
+        ("  of which: HTTP GET /healthz (no store), p50", bare),
+    ]
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -181,6 +181,10 @@ struct Ending {
 /// Ends the fenced attempt with `outcome`. `last_page`, when given, is stored by the same
 /// update of the step row (counters and checkpoint) as `save_page` would, so a collect step's
 /// final page costs no second write of that row. Returns whether work became runnable.
+///
+/// One read of the job's steps checks the fence and gives the facts the job status is derived
+/// from; the update then goes by rowid. An `UPDATE … RETURNING` instead buffers its row in an
+/// ephemeral table (a temporary b-tree with its own pager), which cost more than the read.
 pub fn finish(
     conn: &Connection,
     fence: &Fence,
@@ -196,57 +200,72 @@ pub fn finish(
     let checkpoint = last_page
         .and_then(|page| page.checkpoint.as_ref())
         .map(Value::to_string);
-    let mut statement = conn.prepare_cached(
-        "UPDATE steps SET state = ?4, run_at = ?5, lease_owner = NULL, lease_expires_at = NULL,
-                last_error = ?6, last_status = ?7, updated_at = ?8, finished_at = ?9,
-                checkpoint = COALESCE(?10, checkpoint), pages = pages + ?11, records = records + ?12,
-                max_attempts = max_attempts + ?13, deferrals = deferrals + ?13,
-                progress = COALESCE(?14, progress)
-         WHERE id = ?1 AND lease_owner = ?2 AND attempt = ?3 AND state = 'running'
-         RETURNING job_id, kind, name, attempt, started_at, pages - 1",
+    let mut read = conn.prepare_cached(
+        "SELECT id, job_id, kind, name, state, attempt, lease_owner, started_at, pages FROM steps
+         WHERE job_id = (SELECT job_id FROM steps WHERE id = ?1)",
     )?;
-    let ended = statement
-        .query_row(
-            params![
-                fence.step_id,
-                fence.owner,
-                fence.attempt,
-                state.as_str(),
-                run_at,
-                error.map(|e| e.message.as_str()),
-                answer.http_status,
-                now,
-                finished_at,
-                checkpoint,
-                i64::from(last_page.is_some()),
-                last_page.map_or(0, |page| page.records.len() as i64),
-                deferred,
-                last_page
-                    .and_then(|page| page.progress.as_ref())
-                    .map(Value::to_string),
-            ],
-            |row| {
-                Ok((
-                    Ending {
-                        step_id: fence.step_id,
-                        job_id: row.get(0)?,
-                        kind: rows::step_kind(row, 1)?,
-                        name: row.get(2)?,
-                        attempt: row.get(3)?,
-                        started_at: row.get::<_, Option<i64>>(4)?.unwrap_or(now),
-                    },
-                    row.get::<_, i64>(5)?,
-                ))
-            },
-        )
-        .optional()?;
-    let Some((ending, page_number)) = ended else {
+    let mut ending = None;
+    let mut facts = StepFacts::new();
+    let mut rows = read.query([fence.step_id])?;
+    while let Some(row) = rows.next()? {
+        let kind = rows::step_kind(row, 2)?;
+        let mut step_state = rows::step_state(row, 4)?;
+        let attempt: u32 = row.get(5)?;
+        if row.get::<_, i64>(0)? == fence.step_id {
+            let owner: Option<String> = row.get(6)?;
+            if step_state != StepState::Running
+                || attempt != fence.attempt
+                || owner.as_deref() != Some(fence.owner.as_str())
+            {
+                return Err(Error::Fenced);
+            }
+            step_state = state;
+            ending = Some((
+                Ending {
+                    step_id: fence.step_id,
+                    job_id: row.get(1)?,
+                    kind,
+                    name: row.get(3)?,
+                    attempt,
+                    started_at: row.get::<_, Option<i64>>(7)?.unwrap_or(now),
+                },
+                row.get::<_, i64>(8)?,
+            ));
+        }
+        facts.push((kind, step_state, attempt > 0));
+    }
+    drop(rows);
+    let Some((ending, pages)) = ending else {
         return Err(Error::Fenced);
     };
+    let mut update = conn.prepare_cached(
+        "UPDATE steps SET state = ?2, run_at = ?3, lease_owner = NULL, lease_expires_at = NULL,
+                last_error = ?4, last_status = ?5, updated_at = ?6, finished_at = ?7,
+                checkpoint = COALESCE(?8, checkpoint), pages = pages + ?9, records = records + ?10,
+                max_attempts = max_attempts + ?11, deferrals = deferrals + ?11,
+                progress = COALESCE(?12, progress)
+         WHERE id = ?1",
+    )?;
+    update.execute(params![
+        fence.step_id,
+        state.as_str(),
+        run_at,
+        error.map(|e| e.message.as_str()),
+        answer.http_status,
+        now,
+        finished_at,
+        checkpoint,
+        i64::from(last_page.is_some()),
+        last_page.map_or(0, |page| page.records.len() as i64),
+        deferred,
+        last_page
+            .and_then(|page| page.progress.as_ref())
+            .map(Value::to_string),
+    ])?;
     if let Some(page) = last_page {
-        insert_records(conn, &ending.job_id, fence.step_id, page_number, page)?;
+        insert_records(conn, &ending.job_id, fence.step_id, pages, page)?;
     }
-    after_attempt(conn, &ending, outcome.word(), state, error, &answer, now)
+    after_attempt(conn, &ending, facts, outcome.word(), state, error, &answer, now)
 }
 
 fn placement(outcome: &Outcome) -> (StepState, Option<Millis>) {
@@ -286,9 +305,14 @@ fn answer_of(outcome: &Outcome) -> Receipt {
 
 /// The attempt log row, the dead letter, unblocking deliveries and the job status: everything
 /// that follows the end of an attempt, in the same transaction.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the facts of one ended attempt, each from a different place"
+)]
 fn after_attempt(
     conn: &Connection,
     ending: &Ending,
+    mut facts: StepFacts,
     outcome_word: &str,
     state: StepState,
     error: Option<&StepError>,
@@ -332,7 +356,6 @@ fn after_attempt(
             now,
         ])?;
     }
-    let mut facts = job_steps(conn, &ending.job_id)?;
     let mut woke = false;
     if ending.kind == StepKind::Collect && state.is_terminal() {
         woke = release_deliveries(conn, &ending.job_id, &mut facts, now)?;
@@ -471,9 +494,11 @@ pub fn rescue(conn: &Connection, now: Millis, all: bool) -> Result<u64> {
         {
             continue;
         }
+        let facts = job_steps(conn, &ending.job_id)?;
         after_attempt(
             conn,
             &ending,
+            facts,
             "lease_expired",
             state,
             Some(&error),
