@@ -489,7 +489,11 @@ async fn latency_breakdown(
             .send()
             .await
             .expect("get job");
-        assert!(response.status().is_success(), "GET job: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "GET job: {}",
+            response.status()
+        );
         response.bytes().await.expect("job body");
         http.push(started.elapsed());
     }

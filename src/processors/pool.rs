@@ -265,8 +265,11 @@ mod tests {
 
     #[test]
     fn returns_results_and_panics_as_errors() {
-        assert_eq!(run(Duration::from_secs(1), |_| 41 + 1), Ok(42));
-        let panicked = run(Duration::from_secs(1), |_| -> u8 { panic!("boom") });
+        // Budgets far above the work: with RUST_BACKTRACE set, the panic hook resolves a
+        // backtrace on the pool thread, which took over a second on a loaded machine.
+        let budget = Duration::from_secs(60);
+        assert_eq!(run(budget, |_| 41 + 1), Ok(42));
+        let panicked = run(budget, |_| -> u8 { panic!("boom") });
         assert_eq!(panicked, Err(PoolError::Panicked("boom".into())));
     }
 

