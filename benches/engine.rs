@@ -14,6 +14,12 @@
 //! only some of `e2e,enqueue,pickup,burn` (the baseline always runs, the ratios need it);
 //! `GLEANER_BENCH_CONCURRENCY` and `GLEANER_BENCH_CLAIM_BATCH` override the engine's worker
 //! slots and claim size (for tuning runs).
+//!
+//! Wall-clock rates on a shared 2-core machine swing by 2× between runs. To compare two
+//! versions of the store, count instructions instead: run the built bench under
+//! `valgrind --tool=callgrind` with `GLEANER_BENCH_QUICK=1 GLEANER_BENCH_ONLY=burn` and compare
+//! the inclusive counts of `steps::claim`, `steps::finish` and `writer::run` per job
+//! (`callgrind_annotate --inclusive=yes`); those repeat to within a few percent.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
