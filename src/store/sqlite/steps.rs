@@ -184,6 +184,9 @@ struct Ending {
     name: String,
     attempt: u32,
     started_at: Millis,
+    /// Every step of the job, this one in the state the attempt leaves it in: what the job
+    /// status is derived from.
+    job_steps: StepFacts,
 }
 
 /// Ends the fenced attempt with `outcome`. `last_page`, when given, is stored by the same
@@ -236,6 +239,7 @@ pub fn finish(
                     name: row.get(3)?,
                     attempt,
                     started_at: row.get::<_, Option<i64>>(7)?.unwrap_or(now),
+                    job_steps: StepFacts::new(),
                 },
                 row.get::<_, i64>(8)?,
             ));
@@ -243,9 +247,10 @@ pub fn finish(
         facts.push((kind, step_state, attempt > 0));
     }
     drop(rows);
-    let Some((ending, pages)) = ending else {
+    let Some((mut ending, pages)) = ending else {
         return Err(Error::Fenced);
     };
+    ending.job_steps = facts;
     let mut update = conn.prepare_cached(
         "UPDATE steps SET state = ?2, run_at = ?3, lease_owner = NULL, lease_expires_at = NULL,
                 last_error = ?4, last_status = ?5, updated_at = ?6, finished_at = ?7,
@@ -273,16 +278,7 @@ pub fn finish(
     if let Some(page) = last_page {
         insert_records(conn, &ending.job_id, fence.step_id, pages, page)?;
     }
-    after_attempt(
-        conn,
-        &ending,
-        facts,
-        outcome.word(),
-        state,
-        error,
-        &answer,
-        now,
-    )
+    after_attempt(conn, ending, outcome.word(), state, error, &answer, now)
 }
 
 fn placement(outcome: &Outcome) -> (StepState, Option<Millis>) {
@@ -322,14 +318,9 @@ fn answer_of(outcome: &Outcome) -> Receipt {
 
 /// The attempt log row, the dead letter, unblocking deliveries and the job status: everything
 /// that follows the end of an attempt, in the same transaction.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the facts of one ended attempt, each from a different place"
-)]
 fn after_attempt(
     conn: &Connection,
-    ending: &Ending,
-    mut facts: StepFacts,
+    mut ending: Ending,
     outcome_word: &str,
     state: StepState,
     error: Option<&StepError>,
@@ -375,9 +366,9 @@ fn after_attempt(
     }
     let mut woke = false;
     if ending.kind == StepKind::Collect && state.is_terminal() {
-        woke = release_deliveries(conn, &ending.job_id, &mut facts, now)?;
+        woke = release_deliveries(conn, &ending.job_id, &mut ending.job_steps, now)?;
     }
-    store_status(conn, &ending.job_id, facts, now)?;
+    store_status(conn, &ending.job_id, ending.job_steps, now)?;
     Ok(woke || state == StepState::Retrying)
 }
 
@@ -473,6 +464,7 @@ pub fn rescue(conn: &Connection, now: Millis, all: bool) -> Result<u64> {
                     name: row.get(3)?,
                     attempt: row.get(4)?,
                     started_at: row.get::<_, Option<i64>>(7)?.unwrap_or(now),
+                    job_steps: StepFacts::new(),
                 },
                 row.get::<_, u32>(5)?,
                 row.get::<_, i64>(6)?,
@@ -480,7 +472,7 @@ pub fn rescue(conn: &Connection, now: Millis, all: bool) -> Result<u64> {
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let mut rescued = 0;
-    for (step_id, ending, max_attempts, deadline_at) in candidates {
+    for (step_id, mut ending, max_attempts, deadline_at) in candidates {
         let exhausted = ending.attempt >= max_attempts || now >= deadline_at;
         let error = StepError {
             kind: "lease_expired".into(),
@@ -511,11 +503,10 @@ pub fn rescue(conn: &Connection, now: Millis, all: bool) -> Result<u64> {
         {
             continue;
         }
-        let facts = job_steps(conn, &ending.job_id)?;
+        ending.job_steps = job_steps(conn, &ending.job_id)?;
         after_attempt(
             conn,
-            &ending,
-            facts,
+            ending,
             "lease_expired",
             state,
             Some(&error),
