@@ -485,37 +485,41 @@ async fn latency_breakdown(
         server.store().create_job(job).await.expect("create job");
         store.push(started.elapsed());
     }
-    let url = format!("{}/v1/jobs/{}", server.base, last.expect("a job"));
-    let mut http = Vec::with_capacity(total);
-    for _ in 0..total {
-        let started = Instant::now();
-        let response = client
-            .get(&url)
-            .bearer_auth(&server.token)
-            .send()
-            .await
-            .expect("get job");
-        assert!(
-            response.status().is_success(),
-            "GET job: {}",
-            response.status()
-        );
-        response.bytes().await.expect("job body");
-        http.push(started.elapsed());
-    }
-    let url = format!("{}/healthz", server.base);
-    let mut bare = Vec::with_capacity(total);
-    for _ in 0..total {
-        let started = Instant::now();
-        let response = client.get(&url).send().await.expect("healthz");
-        response.bytes().await.expect("healthz body");
-        bare.push(started.elapsed());
-    }
+    let job_url = format!("{}/v1/jobs/{}", server.base, last.expect("a job"));
+    let http = timed_gets(client, &job_url, Some(&server.token), total).await;
+    let bare = timed_gets(client, &format!("{}/healthz", server.base), None, total).await;
     vec![
         ("  of which: store.create_job in process, p50", store),
         ("  of which: HTTP GET /v1/jobs/{id} (a read), p50", http),
         ("  of which: HTTP GET /healthz (no store), p50", bare),
     ]
+}
+
+/// The latencies of `total` sequential GETs of `url` (with `token` as bearer, if given), each
+/// until its whole body arrived.
+async fn timed_gets(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    total: usize,
+) -> Vec<Duration> {
+    let mut latencies = Vec::with_capacity(total);
+    for _ in 0..total {
+        let started = Instant::now();
+        let mut request = client.get(url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("GET");
+        assert!(
+            response.status().is_success(),
+            "GET {url}: {}",
+            response.status()
+        );
+        response.bytes().await.expect("body");
+        latencies.push(started.elapsed());
+    }
+    latencies
 }
 
 // ---------------------------------------------------------------------------------------------
