@@ -22,7 +22,8 @@ use super::AppState;
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::ApiPath;
 use crate::metrics::{
-    Event, EventInput, IngestError, Ingested, ListFilter, MetricType, SeriesKey, SeriesView,
+    Event, EventBatch, EventInput, IngestError, Ingested, ListFilter, MetricType, SeriesKey,
+    SeriesView, wire,
 };
 
 /// Header carrying the batch id of an array or NDJSON batch.
@@ -60,51 +61,20 @@ impl From<IngestError> for ApiError {
     }
 }
 
-/// The typed form of a batch, read without an intermediate JSON tree.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TypedBatch {
-    batch_id: Option<String>,
-    events: Vec<EventInput>,
-}
-
-/// Reads a well-formed JSON body straight into events; `None` when the body is anything
-/// else (NDJSON, a malformed or mistyped event), which the slower path then reads and
-/// explains event by event.
+/// Reads a well-formed JSON or NDJSON body straight into a batch; `None` when the body is
+/// anything else (a malformed or mistyped event, a type conflict), which the slower path then
+/// reads and explains event by event.
 fn fast_parse(
     headers: &HeaderMap,
     header_id: Option<String>,
     body: &[u8],
-) -> Option<(Option<String>, Vec<EventInput>)> {
+    max: usize,
+) -> Option<(Option<String>, EventBatch)> {
     if is_ndjson(headers) {
-        return None;
+        return wire::read_ndjson(body, max).map(|batch| (header_id, batch));
     }
-    match body.iter().find(|byte| !byte.is_ascii_whitespace())? {
-        b'[' => serde_json::from_slice::<Vec<EventInput>>(body)
-            .ok()
-            .map(|events| (header_id, events)),
-        b'{' => match serde_json::from_slice::<TypedBatch>(body) {
-            Ok(batch) => Some((batch.batch_id.or(header_id), batch.events)),
-            Err(_) => serde_json::from_slice::<EventInput>(body)
-                .ok()
-                .map(|event| (header_id, vec![event])),
-        },
-        _ => None,
-    }
-}
-
-/// Validates typed events, naming the first bad one by its index.
-fn validate_inputs(inputs: Vec<EventInput>, max: usize) -> ApiResult<Vec<Event>> {
-    check_count(inputs.len(), max)?;
-    inputs
-        .into_iter()
-        .enumerate()
-        .map(|(index, input)| {
-            input
-                .validate()
-                .map_err(|error| ApiError::unprocessable(format!("events[{index}]: {error}")))
-        })
-        .collect()
+    let (body_id, batch) = wire::read_json(body, max)?;
+    Some((body_id.or(header_id), batch))
 }
 
 fn check_count(count: usize, max: usize) -> ApiResult<()> {
@@ -227,11 +197,13 @@ async fn ingest(
     let service = &state.inner.metrics;
     let max = service.config().max_batch;
     let header_id = header_batch_id(&headers)?;
-    let (batch_id, events) = match fast_parse(&headers, header_id.clone(), &body) {
-        Some((batch_id, inputs)) => (batch_id, validate_inputs(inputs, max)?),
+    let (batch_id, batch) = match fast_parse(&headers, header_id.clone(), &body, max) {
+        Some(read) => read,
         None => {
             let (batch_id, raw) = parse_body(&headers, header_id, &body)?;
-            (batch_id, validate_events(raw, max)?)
+            let events = validate_events(raw, max)?;
+            let batch = EventBatch::from_events(events).map_err(IngestError::from)?;
+            (batch_id, batch)
         }
     };
     if let Some(id) = &batch_id
@@ -244,7 +216,7 @@ async fn ingest(
     let Ingested {
         accepted,
         duplicate,
-    } = service.ingest(batch_id.clone(), events).await?;
+    } = service.ingest(batch_id.clone(), batch).await?;
     Ok(Json(IngestAnswer {
         accepted,
         duplicate,

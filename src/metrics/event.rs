@@ -52,14 +52,15 @@ impl MetricType {
 
     /// Parses a type name case-insensitively (`COUNTER`, `timer`, `Histogram`, …).
     pub fn from_name(name: &str) -> Option<Self> {
-        let lower = name.to_ascii_lowercase();
-        match lower.as_str() {
-            "counter" => Some(MetricType::Counter),
-            "gauge" => Some(MetricType::Gauge),
-            "meter" => Some(MetricType::Meter),
-            "timer" | "histogram" => Some(MetricType::Timer),
-            _ => None,
-        }
+        [
+            ("counter", MetricType::Counter),
+            ("gauge", MetricType::Gauge),
+            ("meter", MetricType::Meter),
+            ("timer", MetricType::Timer),
+            ("histogram", MetricType::Timer),
+        ]
+        .into_iter()
+        .find_map(|(known, kind)| name.eq_ignore_ascii_case(known).then_some(kind))
     }
 }
 

@@ -179,7 +179,12 @@ mod tests {
             (key("app.latency", &[]), MetricType::Timer, 100.0),
         ]
         .map(|(key, kind, value)| Event { key, kind, value });
-        registry.apply(&events, 1_000).expect("apply");
+        registry
+            .apply(
+                &crate::metrics::EventBatch::from_events(events).unwrap(),
+                1_000,
+            )
+            .expect("apply");
         let text = render(&registry.list(&Default::default(), None, 100, 2_000), None);
         for line in [
             "user_counter_total{series=\"app.hits\",tag_region=\"eu-1\"} 3\n",

@@ -13,13 +13,18 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::{RwLock, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::{Event, MetricType, MetricsConfig, MetricsRegistry, SeriesKey, Windowed};
+use super::batch::{self, BatchConflict};
+use super::{Event, EventBatch, MetricType, MetricsConfig, MetricsRegistry, SeriesKey, Windowed};
 use crate::clock::{Millis, SharedClock};
 use crate::store::{Error as StoreError, SharedStore};
+
+/// The kind of a log entry holding a grouped batch ([`EventBatch::to_log`]); entries of
+/// kind `events` hold the first, one-entry-per-event form.
+const LOG_KIND: &str = "series";
 
 /// How long a batch id is recognised after its batch.
 const BATCH_ID_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -50,10 +55,6 @@ pub struct Ingested {
     pub duplicate: bool,
 }
 
-/// One event as the log keeps it: `[series, type, value]`.
-#[derive(Serialize, Deserialize)]
-struct Logged(String, MetricType, f64);
-
 /// Metric ingest and the aggregates behind the query routes.
 pub struct MetricsService {
     store: SharedStore,
@@ -77,6 +78,17 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl From<BatchConflict> for IngestError {
+    fn from(conflict: BatchConflict) -> Self {
+        IngestError::TypeMismatch {
+            index: conflict.index,
+            key: conflict.key.to_string(),
+            existing: conflict.existing.as_str(),
+            got: conflict.got.as_str(),
+        }
+    }
 }
 
 impl MetricsService {
@@ -105,11 +117,16 @@ impl MetricsService {
                         registry.delete(&key);
                     }
                 }
-                _ => {
-                    let events = decode(&entry.payload).map_err(|error| {
+                kind => {
+                    let batch = if kind == LOG_KIND {
+                        EventBatch::from_log(&entry.payload)
+                    } else {
+                        batch::from_event_log(&entry.payload)
+                    }
+                    .map_err(|error| {
                         StoreError::Corrupt(format!("metric log entry {}: {error}", entry.seq))
                     })?;
-                    if let Err(error) = registry.apply(&events, entry.received_at) {
+                    if let Err(error) = registry.apply(&batch, entry.received_at) {
                         tracing::error!(seq = entry.seq, %error, "a logged metric batch no longer applies");
                     }
                 }
@@ -181,17 +198,17 @@ impl MetricsService {
 
     /// Claims the type of every series in the batch; returns the keys claimed anew (to give
     /// back if the batch is not logged).
-    fn claim(&self, events: &[Event]) -> Result<Vec<SeriesKey>, IngestError> {
+    fn claim(&self, batch: &EventBatch) -> Result<Vec<SeriesKey>, IngestError> {
         let mut types = lock(&self.types);
         let mut claimed: Vec<SeriesKey> = Vec::new();
-        for (index, event) in events.iter().enumerate() {
-            match types.get(&event.key) {
-                Some(existing) if *existing != event.kind => {
+        for series in batch.series() {
+            match types.get(&series.key) {
+                Some(existing) if *existing != series.kind => {
                     let error = IngestError::TypeMismatch {
-                        index,
-                        key: event.key.to_string(),
+                        index: series.first,
+                        key: series.key.to_string(),
                         existing: existing.as_str(),
-                        got: event.kind.as_str(),
+                        got: series.kind.as_str(),
                     };
                     for key in &claimed {
                         types.remove(key);
@@ -200,8 +217,8 @@ impl MetricsService {
                 }
                 Some(_) => {}
                 None => {
-                    types.insert(event.key.clone(), event.kind);
-                    claimed.push(event.key.clone());
+                    types.insert(series.key.clone(), series.kind);
+                    claimed.push(series.key.clone());
                 }
             }
         }
@@ -215,22 +232,32 @@ impl MetricsService {
         }
     }
 
+    /// Groups `events` into a batch and ingests it (see [`Self::ingest`]).
+    pub async fn ingest_events(
+        &self,
+        batch_id: Option<String>,
+        events: Vec<Event>,
+    ) -> Result<Ingested, IngestError> {
+        let batch = EventBatch::from_events(events)?;
+        self.ingest(batch_id, batch).await
+    }
+
     /// Logs and aggregates a batch; with a `batch_id` seen before, counts nothing again.
     pub async fn ingest(
         &self,
         batch_id: Option<String>,
-        events: Vec<Event>,
+        batch: EventBatch,
     ) -> Result<Ingested, IngestError> {
         let _slot = self
             .in_flight
             .try_acquire()
             .map_err(|_| IngestError::Saturated)?;
         let _shared = self.gate.read().await;
-        let claimed = self.claim(&events)?;
+        let claimed = self.claim(&batch)?;
         let now = self.clock.now();
         let appended = self
             .store
-            .append_metric_log(batch_id, "events", encode(&events), now)
+            .append_metric_log(batch_id, LOG_KIND, batch.to_log(), now)
             .await;
         let seq = match appended {
             Ok(Some(seq)) => seq,
@@ -246,15 +273,15 @@ impl MetricsService {
                 return Err(error.into());
             }
         };
-        if let Err(error) = self.registry.apply(&events, now) {
+        if let Err(error) = self.registry.apply(&batch, now) {
             // Cannot happen: the types were claimed above. Logged loudly if it ever does.
             tracing::error!(seq, %error, "a logged metric batch did not apply");
         }
         self.last_seq.fetch_max(seq, Ordering::SeqCst);
         self.since_snapshot
-            .fetch_add(events.len() as u64, Ordering::Relaxed);
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         Ok(Ingested {
-            accepted: events.len(),
+            accepted: batch.len(),
             duplicate: false,
         })
     }
@@ -320,43 +347,4 @@ impl MetricsService {
             tracing::error!(%error, "cannot snapshot the metric aggregates at shutdown");
         }
     }
-}
-
-/// One event as [`Logged`] writes it, without building the key's text first.
-struct LoggedRef<'a>(&'a Event);
-
-impl Serialize for LoggedRef<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeTuple;
-        struct Key<'a>(&'a SeriesKey);
-        impl Serialize for Key<'_> {
-            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.collect_str(self.0)
-            }
-        }
-        let mut tuple = serializer.serialize_tuple(3)?;
-        tuple.serialize_element(&Key(&self.0.key))?;
-        tuple.serialize_element(&self.0.kind)?;
-        tuple.serialize_element(&self.0.value)?;
-        tuple.end()
-    }
-}
-
-fn encode(events: &[Event]) -> String {
-    let logged: Vec<LoggedRef<'_>> = events.iter().map(LoggedRef).collect();
-    serde_json::to_string(&logged).unwrap_or_else(|_| "[]".into())
-}
-
-fn decode(payload: &str) -> Result<Vec<Event>, String> {
-    let logged: Vec<Logged> = serde_json::from_str(payload).map_err(|error| error.to_string())?;
-    logged
-        .into_iter()
-        .map(|Logged(key, kind, value)| {
-            Ok(Event {
-                key: SeriesKey::parse(&key).map_err(|error| error.to_string())?,
-                kind,
-                value,
-            })
-        })
-        .collect()
 }

@@ -41,6 +41,7 @@
 //! `name:value|c|g|ms|h|d|m` with `|@rate` and DogStatsD `|#tag:value` tags; see [`statsd`].
 
 mod aggregate;
+mod batch;
 mod config;
 mod event;
 mod ewma;
@@ -50,11 +51,13 @@ mod registry;
 pub mod sketch;
 pub mod statsd;
 mod window;
+pub mod wire;
 
 pub use aggregate::{
     Aggregate, AggregateView, CounterState, CounterView, GaugeState, GaugeView, MeterState,
     MeterView, TimerState, TimerView,
 };
+pub use batch::{BatchConflict, EventBatch, SeriesValues};
 pub use config::MetricsConfig;
 pub use event::{
     Event, EventError, EventInput, MAX_NAME_LEN, MAX_TAG_KEY_LEN, MAX_TAG_VALUE_LEN, MAX_TAGS,

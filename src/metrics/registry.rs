@@ -1,7 +1,7 @@
 //! The in-memory series registry: every series' aggregates, safe for many concurrent writers.
 //!
 //! Series live in 16 shards, each a `Mutex<HashMap>`, chosen by the key's hash. A batch locks
-//! the shards it touches in ascending order (so batches never deadlock), checks every event's
+//! the shards it touches in ascending order (so batches never deadlock), checks every series'
 //! type, and only then applies: a batch is all-or-nothing and atomic with respect to other
 //! batches. Locks are never held across an `.await`.
 
@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 
 use super::aggregate::AggregateView;
 use super::window::{WindowView, Windowed};
-use super::{Event, MetricType, SeriesKey};
+use super::{EventBatch, MetricType, SeriesKey};
 use crate::clock::Millis;
 
 const SHARDS: usize = 16;
@@ -131,11 +131,12 @@ impl MetricsRegistry {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The shard of each event, hashed once per event.
-    fn shards_of(&self, events: &[Event]) -> Vec<usize> {
-        events
+    /// The shard of each series of the batch, hashed once per series.
+    fn shards_of(&self, batch: &EventBatch) -> Vec<usize> {
+        batch
+            .series()
             .iter()
-            .map(|event| self.shard_of(&event.key))
+            .map(|series| self.shard_of(&series.key))
             .collect()
     }
 
@@ -148,63 +149,48 @@ impl MetricsRegistry {
             .collect()
     }
 
-    fn check_locked(
-        &self,
-        events: &[Event],
-        shards: &[usize],
-        guards: &BTreeMap<usize, MutexGuard<'_, Shard>>,
-    ) -> Result<(), TypeMismatch> {
-        let mut first_in_batch: HashMap<&SeriesKey, MetricType> = HashMap::new();
-        for (event, shard) in events.iter().zip(shards) {
-            let existing = guards[shard].get(&event.key).map(Windowed::kind);
-            let expected =
-                existing.unwrap_or_else(|| *first_in_batch.entry(&event.key).or_insert(event.kind));
-            if expected != event.kind {
+    /// Checks and applies a batch received at `at`, creating series as needed. On a type
+    /// mismatch nothing changes. Subscribers then get each updated key once per batch.
+    pub fn apply(&self, batch: &EventBatch, at: Millis) -> Result<(), TypeMismatch> {
+        let shards = self.shards_of(batch);
+        let mut guards = self.lock_for(&shards);
+        for (series, shard) in batch.series().iter().zip(&shards) {
+            if let Some(existing) = guards[shard].get(&series.key).map(Windowed::kind)
+                && existing != series.kind
+            {
                 return Err(TypeMismatch {
-                    key: event.key.clone(),
-                    existing: expected,
-                    got: event.kind,
+                    key: series.key.clone(),
+                    existing,
+                    got: series.kind,
                 });
             }
         }
-        Ok(())
-    }
-
-    /// Whether `events` would be accepted: each event's type matches its series' type, or the
-    /// type of the series' first event in the batch when the series is new.
-    pub fn check(&self, events: &[Event]) -> Result<(), TypeMismatch> {
-        let shards = self.shards_of(events);
-        let guards = self.lock_for(&shards);
-        self.check_locked(events, &shards, &guards)
-    }
-
-    /// Checks and applies a batch received at `at`, creating series as needed. On a type
-    /// mismatch nothing changes. Subscribers then get each updated key once per batch.
-    pub fn apply(&self, events: &[Event], at: Millis) -> Result<(), TypeMismatch> {
-        let shards = self.shards_of(events);
-        let mut guards = self.lock_for(&shards);
-        self.check_locked(events, &shards, &guards)?;
-        for (event, shard) in events.iter().zip(&shards) {
+        for (series, shard) in batch.series().iter().zip(&shards) {
             let shard = guards
                 .get_mut(shard)
-                .expect("every event's shard was locked above");
+                .expect("every series' shard was locked above");
             // The key is cloned only for a new series.
-            match shard.get_mut(&event.key) {
-                Some(series) => series.apply(event.value, at),
+            match shard.get_mut(&series.key) {
+                Some(existing) => {
+                    for &value in &series.values {
+                        existing.apply(value, at);
+                    }
+                }
                 None => {
-                    let mut series =
-                        Windowed::new(event.kind, at, self.window_width, self.keep_windows);
-                    series.apply(event.value, at);
-                    shard.insert(event.key.clone(), series);
+                    let mut new =
+                        Windowed::new(series.kind, at, self.window_width, self.keep_windows);
+                    for &value in &series.values {
+                        new.apply(value, at);
+                    }
+                    shard.insert(series.key.clone(), new);
                 }
             }
         }
         drop(guards);
         if self.updates.receiver_count() > 0 {
-            let updated: BTreeSet<&SeriesKey> = events.iter().map(|event| &event.key).collect();
-            for key in updated {
+            for series in batch.series() {
                 // Lossy by design: a lagging subscriber skips updates.
-                let _ = self.updates.send(key.clone());
+                let _ = self.updates.send(series.key.clone());
             }
         }
         Ok(())
@@ -332,6 +318,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::metrics::Event;
 
     fn key(id: &str) -> SeriesKey {
         SeriesKey::parse(id).unwrap()
@@ -343,6 +330,18 @@ mod tests {
             kind,
             value,
         }
+    }
+
+    /// Applies `events` as one batch.
+    fn apply(
+        registry: &MetricsRegistry,
+        events: impl IntoIterator<Item = Event>,
+        at: Millis,
+    ) -> Result<(), TypeMismatch> {
+        registry.apply(
+            &EventBatch::from_events(events).expect("one type per series"),
+            at,
+        )
     }
 
     fn registry() -> MetricsRegistry {
@@ -358,7 +357,7 @@ mod tests {
                 std::thread::spawn(move || {
                     for i in 0..25 {
                         let batch = [event("app.hits", MetricType::Counter, 1.0)];
-                        registry.apply(&batch, 1_000 + i).unwrap();
+                        apply(&registry, batch, 1_000 + i).unwrap();
                     }
                 })
             })
@@ -376,16 +375,13 @@ mod tests {
     #[test]
     fn type_mismatch_refuses_the_whole_batch() {
         let registry = registry();
-        registry
-            .apply(&[event("c", MetricType::Counter, 5.0)], 0)
-            .unwrap();
+        apply(&registry, [event("c", MetricType::Counter, 5.0)], 0).unwrap();
         let before = registry.snapshot();
         let batch = [
             event("new.one", MetricType::Gauge, 1.0),
-            event("c", MetricType::Counter, 1.0),
             event("c", MetricType::Timer, 1.0),
         ];
-        let err = registry.apply(&batch, 1).unwrap_err();
+        let err = apply(&registry, batch, 1).unwrap_err();
         assert_eq!(
             err.to_string(),
             "type: series c is a counter, got a timer event"
@@ -399,7 +395,7 @@ mod tests {
             event("n", MetricType::Gauge, 1.0),
         ];
         assert_eq!(
-            registry.check(&mixed_new).unwrap_err().existing,
+            EventBatch::from_events(mixed_new).unwrap_err().existing,
             MetricType::Meter
         );
         assert!(registry.get(&key("n"), 1).is_none());
@@ -414,7 +410,7 @@ mod tests {
             event("a.hits{env=dev}", MetricType::Counter, 1.0),
             event("a.temp", MetricType::Gauge, 20.0),
         ];
-        registry.apply(&batch, 0).unwrap();
+        apply(&registry, batch, 0).unwrap();
         let all = registry.list(&ListFilter::default(), None, 10, 0);
         let ids: Vec<&str> = all.iter().map(|view| view.key.as_str()).collect();
         assert_eq!(
@@ -454,7 +450,7 @@ mod tests {
             event("t", MetricType::Timer, 50.0),
             event("g", MetricType::Gauge, 1.0),
         ];
-        registry.apply(&batch, 0).unwrap();
+        apply(&registry, batch, 0).unwrap();
         let mut seen = vec![updates.try_recv().unwrap(), updates.try_recv().unwrap()];
         seen.sort();
         assert_eq!(seen, vec![key("g"), key("t")]);
@@ -483,7 +479,7 @@ mod tests {
                 value: i as f64,
             })
             .collect();
-        registry.apply(&events, 1_000).expect("apply");
+        apply(&registry, events, 1_000).expect("apply");
         let mut text = Vec::new();
         registry.write_snapshot(&mut text).expect("write");
         let mut read: Vec<(SeriesKey, Windowed)> = serde_json::from_slice(&text).expect("read");

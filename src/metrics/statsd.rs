@@ -343,7 +343,7 @@ pub async fn serve(
 async fn ingest_batch(service: &MetricsService, stats: &StatsdStats, mut batch: Vec<Event>) {
     let mut saturated = 0;
     while !batch.is_empty() {
-        match service.ingest(None, batch.clone()).await {
+        match service.ingest_events(None, batch.clone()).await {
             Ok(_) => return,
             Err(IngestError::TypeMismatch { index, .. }) if index < batch.len() => {
                 batch.remove(index);

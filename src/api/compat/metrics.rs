@@ -100,7 +100,7 @@ impl SeedRecord {
 
 async fn record(state: &AppState, body: SeedRecord) -> ApiResult<String> {
     let (event, name) = body.event()?;
-    state.inner.metrics.ingest(None, vec![event]).await?;
+    state.inner.metrics.ingest_events(None, vec![event]).await?;
     Ok(format!("Record {name} UPDATED"))
 }
 

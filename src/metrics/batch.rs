@@ -1,0 +1,280 @@
+//! A batch of events grouped by series, the unit that ingest logs and applies: each distinct
+//! series once (its key built, validated and hashed once), with its type and its values in
+//! arrival order.
+//!
+//! Grouping changes no result: aggregates are per series, every event of a batch shares the
+//! batch's receive time, and the values of one series keep their order. A batch that gives one
+//! series two types is refused when it is built, naming the event that disagreed.
+
+use std::collections::HashMap;
+
+use serde::ser::SerializeSeq;
+use serde::{Deserialize, Serialize, Serializer};
+
+use super::{Event, MetricType, SeriesKey};
+
+/// One series of a batch and the values the batch brings it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesValues {
+    pub key: SeriesKey,
+    pub kind: MetricType,
+    /// Index in the batch of the series' first event, to name it in errors.
+    pub first: usize,
+    /// In arrival order; never empty.
+    pub values: Vec<f64>,
+}
+
+/// An event of a batch whose type differs from the type an earlier event of the same batch
+/// gave its series.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("events[{index}]: series {key} is a {existing} in this batch, not a {got}")]
+pub struct BatchConflict {
+    pub index: usize,
+    pub key: SeriesKey,
+    pub existing: MetricType,
+    pub got: MetricType,
+}
+
+/// Events grouped by series, in the order each series first appeared.
+#[derive(Debug, Default, Clone)]
+pub struct EventBatch {
+    series: Vec<SeriesValues>,
+    positions: HashMap<SeriesKey, usize>,
+    events: usize,
+}
+
+impl EventBatch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Groups `events`; fails on the first event whose type disagrees with its series'.
+    pub fn from_events(events: impl IntoIterator<Item = Event>) -> Result<Self, BatchConflict> {
+        let mut batch = Self::new();
+        for event in events {
+            batch.push(event)?;
+        }
+        Ok(batch)
+    }
+
+    /// Adds the next event; returns the position of its series in [`Self::series`].
+    pub fn push(&mut self, event: Event) -> Result<usize, BatchConflict> {
+        let index = self.events;
+        let position = match self.positions.get(&event.key) {
+            Some(&position) => {
+                let series = &mut self.series[position];
+                if series.kind != event.kind {
+                    return Err(BatchConflict {
+                        index,
+                        key: event.key,
+                        existing: series.kind,
+                        got: event.kind,
+                    });
+                }
+                series.values.push(event.value);
+                position
+            }
+            None => {
+                let position = self.series.len();
+                self.positions.insert(event.key.clone(), position);
+                self.series.push(SeriesValues {
+                    key: event.key,
+                    kind: event.kind,
+                    first: index,
+                    values: vec![event.value],
+                });
+                position
+            }
+        };
+        self.events += 1;
+        Ok(position)
+    }
+
+    /// Adds one more value to the series at `position` (as returned by [`Self::push`]), whose
+    /// type the caller checked.
+    pub(crate) fn push_value(&mut self, position: usize, value: f64) {
+        self.series[position].values.push(value);
+        self.events += 1;
+    }
+
+    /// Events in the batch.
+    pub fn len(&self) -> usize {
+        self.events
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events == 0
+    }
+
+    pub fn series(&self) -> &[SeriesValues] {
+        &self.series
+    }
+
+    /// The log form: `[[series, type, [values…]], …]`.
+    pub fn to_log(&self) -> String {
+        serde_json::to_string(&LogForm(&self.series)).unwrap_or_else(|_| "[]".into())
+    }
+
+    /// Reads the log form back.
+    pub fn from_log(payload: &str) -> Result<Self, String> {
+        let logged: Vec<(String, MetricType, Vec<f64>)> =
+            serde_json::from_str(payload).map_err(|error| error.to_string())?;
+        let mut batch = Self::new();
+        for (key, kind, values) in logged {
+            let key = SeriesKey::parse(&key).map_err(|error| error.to_string())?;
+            let mut values = values.into_iter();
+            let Some(first) = values.next() else {
+                continue;
+            };
+            let position = batch
+                .push(Event {
+                    key,
+                    kind,
+                    value: first,
+                })
+                .map_err(|error| error.to_string())?;
+            for value in values {
+                batch.push_value(position, value);
+            }
+        }
+        Ok(batch)
+    }
+}
+
+/// Serialises series as the log keeps them, writing each key's text straight into the output.
+struct LogForm<'a>(&'a [SeriesValues]);
+
+impl Serialize for LogForm<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        struct Key<'a>(&'a SeriesKey);
+        impl Serialize for Key<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(self.0)
+            }
+        }
+        let mut list = serializer.serialize_seq(Some(self.0.len()))?;
+        for series in self.0 {
+            list.serialize_element(&(Key(&series.key), series.kind, &series.values))?;
+        }
+        list.end()
+    }
+}
+
+/// The first log form, one entry per event: `[[series, type, value], …]`; still read so that
+/// logs written before batches were grouped replay.
+pub fn from_event_log(payload: &str) -> Result<EventBatch, String> {
+    #[derive(Deserialize)]
+    struct Logged(String, MetricType, f64);
+    let logged: Vec<Logged> = serde_json::from_str(payload).map_err(|error| error.to_string())?;
+    let mut batch = EventBatch::new();
+    for Logged(key, kind, value) in logged {
+        let key = SeriesKey::parse(&key).map_err(|error| error.to_string())?;
+        batch
+            .push(Event { key, kind, value })
+            .map_err(|error| error.to_string())?;
+    }
+    Ok(batch)
+}
+
+/// Writes a batch in the first log form (tests of the replay of old logs).
+#[cfg(test)]
+pub(crate) fn to_event_log(events: &[Event]) -> String {
+    use serde::ser::SerializeTuple;
+    struct Logged<'a>(&'a Event);
+    impl Serialize for Logged<'_> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let mut tuple = serializer.serialize_tuple(3)?;
+            tuple.serialize_element(&self.0.key.to_string())?;
+            tuple.serialize_element(&self.0.kind)?;
+            tuple.serialize_element(&self.0.value)?;
+            tuple.end()
+        }
+    }
+    let logged: Vec<Logged<'_>> = events.iter().map(Logged).collect();
+    serde_json::to_string(&logged).expect("events serialise")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: &str, kind: MetricType, value: f64) -> Event {
+        Event {
+            key: SeriesKey::parse(id).unwrap(),
+            kind,
+            value,
+        }
+    }
+
+    #[test]
+    fn groups_by_series_in_first_appearance_order_keeping_value_order() {
+        let batch = EventBatch::from_events([
+            event("b", MetricType::Gauge, 1.0),
+            event("a{x=1}", MetricType::Counter, 5.0),
+            event("b", MetricType::Gauge, 2.0),
+            event("a{x=1}", MetricType::Counter, 3.0),
+            event("b", MetricType::Gauge, 0.5),
+        ])
+        .unwrap();
+        assert_eq!(batch.len(), 5);
+        let series: Vec<(String, MetricType, usize, Vec<f64>)> = batch
+            .series()
+            .iter()
+            .map(|s| (s.key.to_string(), s.kind, s.first, s.values.clone()))
+            .collect();
+        assert_eq!(
+            series,
+            vec![
+                ("b".into(), MetricType::Gauge, 0, vec![1.0, 2.0, 0.5]),
+                ("a{x=1}".into(), MetricType::Counter, 1, vec![5.0, 3.0]),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_second_type_for_a_series_names_the_event() {
+        let conflict = EventBatch::from_events([
+            event("n", MetricType::Meter, 1.0),
+            event("m", MetricType::Gauge, 1.0),
+            event("n", MetricType::Gauge, 1.0),
+        ])
+        .unwrap_err();
+        assert_eq!(conflict.index, 2);
+        assert_eq!(conflict.existing, MetricType::Meter);
+        assert_eq!(conflict.got, MetricType::Gauge);
+        assert_eq!(
+            conflict.to_string(),
+            "events[2]: series n is a meter in this batch, not a gauge"
+        );
+    }
+
+    #[test]
+    fn both_log_forms_read_back_to_the_same_batch() {
+        let events = vec![
+            event("t{route=/x,host=a:1}", MetricType::Timer, 100.0),
+            event("c", MetricType::Counter, -2.5),
+            event("t{host=a:1,route=/x}", MetricType::Timer, 50.0),
+        ];
+        let batch = EventBatch::from_events(events.clone()).unwrap();
+        let logged = batch.to_log();
+        assert_eq!(
+            logged,
+            r#"[["t{host=a:1,route=/x}","timer",[100.0,50.0]],["c","counter",[-2.5]]]"#
+        );
+        // What the aggregates depend on; `first` only names events in errors.
+        let grouped = |batch: &EventBatch| -> Vec<(SeriesKey, MetricType, Vec<f64>)> {
+            batch
+                .series()
+                .iter()
+                .map(|s| (s.key.clone(), s.kind, s.values.clone()))
+                .collect()
+        };
+        let read = EventBatch::from_log(&logged).unwrap();
+        assert_eq!(grouped(&read), grouped(&batch));
+        assert_eq!(read.len(), 3);
+        let old = from_event_log(&to_event_log(&events)).unwrap();
+        assert_eq!(old.series(), batch.series());
+        assert!(EventBatch::from_log(r#"[["9bad","counter",[1]]]"#).is_err());
+        assert!(from_event_log("{").is_err());
+    }
+}
