@@ -97,6 +97,34 @@ impl EventBatch {
         self.events += 1;
     }
 
+    /// Appends `other`'s events after this batch's; gives `other` back untouched when one of
+    /// its series has another type here.
+    pub fn merge(&mut self, other: EventBatch) -> Result<(), EventBatch> {
+        let conflict = other.series.iter().any(|series| {
+            self.positions
+                .get(&series.key)
+                .is_some_and(|&position| self.series[position].kind != series.kind)
+        });
+        if conflict {
+            return Err(other);
+        }
+        let offset = self.events;
+        for series in other.series {
+            match self.positions.get(&series.key) {
+                Some(&position) => self.series[position].values.extend(series.values),
+                None => {
+                    self.positions.insert(series.key.clone(), self.series.len());
+                    self.series.push(SeriesValues {
+                        first: offset + series.first,
+                        ..series
+                    });
+                }
+            }
+        }
+        self.events += other.events;
+        Ok(())
+    }
+
     /// Events in the batch.
     pub fn len(&self) -> usize {
         self.events
@@ -229,6 +257,44 @@ mod tests {
                 ("a{x=1}".into(), MetricType::Counter, 1, vec![5.0, 3.0]),
             ]
         );
+    }
+
+    #[test]
+    fn merge_appends_or_gives_the_batch_back_on_a_type_conflict() {
+        let mut batch = EventBatch::from_events([
+            event("a", MetricType::Counter, 1.0),
+            event("b", MetricType::Gauge, 1.0),
+        ])
+        .unwrap();
+        let more = EventBatch::from_events([
+            event("c", MetricType::Timer, 7.0),
+            event("a", MetricType::Counter, 2.0),
+        ])
+        .unwrap();
+        batch.merge(more).unwrap();
+        assert_eq!(batch.len(), 4);
+        let merged: Vec<(String, usize, Vec<f64>)> = batch
+            .series()
+            .iter()
+            .map(|s| (s.key.to_string(), s.first, s.values.clone()))
+            .collect();
+        assert_eq!(
+            merged,
+            vec![
+                ("a".into(), 0, vec![1.0, 2.0]),
+                ("b".into(), 1, vec![1.0]),
+                ("c".into(), 2, vec![7.0]),
+            ]
+        );
+        let clash = EventBatch::from_events([
+            event("d", MetricType::Counter, 1.0),
+            event("b", MetricType::Counter, 1.0),
+        ])
+        .unwrap();
+        let back = batch.merge(clash.clone()).unwrap_err();
+        assert_eq!(back.series(), clash.series());
+        assert_eq!(batch.len(), 4);
+        assert!(batch.series().iter().all(|s| s.key.name != "d"));
     }
 
     #[test]

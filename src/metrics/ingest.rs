@@ -14,17 +14,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::{RwLock, Semaphore};
+use tokio::sync::{RwLock, Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::batch::{self, BatchConflict};
 use super::{Event, EventBatch, MetricType, MetricsConfig, MetricsRegistry, SeriesKey, Windowed};
 use crate::clock::{Millis, SharedClock};
-use crate::store::{Error as StoreError, SharedStore};
+use crate::store::{Error as StoreError, NewLogEntry, SharedStore};
 
 /// The kind of a log entry holding a grouped batch ([`EventBatch::to_log`]); entries of
 /// kind `events` hold the first, one-entry-per-event form.
 const LOG_KIND: &str = "series";
+/// The kind of a log entry deleting the series its payload names.
+const DELETE_KIND: &str = "delete";
 
 /// How long a batch id is recognised after its batch.
 const BATCH_ID_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -72,6 +74,55 @@ pub struct MetricsService {
     since_snapshot: AtomicU64,
     /// The StatsD listener's address and counters, once it runs.
     statsd: std::sync::OnceLock<(std::net::SocketAddr, Arc<super::StatsdStats>)>,
+    /// Entries waiting for the flusher, and whether it runs.
+    queue: Mutex<Queue>,
+    /// Held while the flusher applies entries and moves `last_seq`, and while a snapshot
+    /// reads both.
+    applying: Mutex<()>,
+}
+
+/// A log entry waiting for the flusher.
+enum Pending {
+    /// Batches without a batch id, from one request or several combined.
+    Combined(EventBatch),
+    Identified {
+        batch_id: String,
+        batch: EventBatch,
+    },
+    Delete(SeriesKey),
+}
+
+impl Pending {
+    fn entry(&self) -> NewLogEntry {
+        match self {
+            Pending::Combined(batch) => NewLogEntry {
+                batch_id: None,
+                kind: LOG_KIND,
+                payload: batch.to_log(),
+            },
+            Pending::Identified { batch_id, batch } => NewLogEntry {
+                batch_id: Some(batch_id.clone()),
+                kind: LOG_KIND,
+                payload: batch.to_log(),
+            },
+            Pending::Delete(key) => NewLogEntry {
+                batch_id: None,
+                kind: DELETE_KIND,
+                payload: key.to_string(),
+            },
+        }
+    }
+}
+
+/// What a request waiting on the flusher is told: its entry's sequence number, `None` when
+/// its batch id was seen before.
+type Answer = oneshot::Sender<Result<Option<i64>, StoreError>>;
+
+/// The flusher's queue, in log order.
+#[derive(Default)]
+struct Queue {
+    pending: Vec<(Pending, Vec<Answer>)>,
+    flushing: bool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -112,7 +163,7 @@ impl MetricsService {
         for entry in entries {
             last = entry.seq;
             match entry.kind.as_str() {
-                "delete" => {
+                DELETE_KIND => {
                     if let Ok(key) = SeriesKey::parse(&entry.payload) {
                         registry.delete(&key);
                     }
@@ -151,6 +202,8 @@ impl MetricsService {
             last_seq: AtomicI64::new(last),
             since_snapshot: AtomicU64::new(replayed as u64),
             statsd: std::sync::OnceLock::new(),
+            queue: Mutex::new(Queue::default()),
+            applying: Mutex::new(()),
         }))
     }
 
@@ -234,7 +287,7 @@ impl MetricsService {
 
     /// Groups `events` into a batch and ingests it (see [`Self::ingest`]).
     pub async fn ingest_events(
-        &self,
+        self: &Arc<Self>,
         batch_id: Option<String>,
         events: Vec<Event>,
     ) -> Result<Ingested, IngestError> {
@@ -244,7 +297,7 @@ impl MetricsService {
 
     /// Logs and aggregates a batch; with a `batch_id` seen before, counts nothing again.
     pub async fn ingest(
-        &self,
+        self: &Arc<Self>,
         batch_id: Option<String>,
         batch: EventBatch,
     ) -> Result<Ingested, IngestError> {
@@ -254,66 +307,144 @@ impl MetricsService {
             .map_err(|_| IngestError::Saturated)?;
         let _shared = self.gate.read().await;
         let claimed = self.claim(&batch)?;
-        let now = self.clock.now();
-        let appended = self
-            .store
-            .append_metric_log(batch_id, LOG_KIND, batch.to_log(), now)
-            .await;
-        let seq = match appended {
-            Ok(Some(seq)) => seq,
+        let accepted = batch.len();
+        let pending = match batch_id {
+            Some(batch_id) => Pending::Identified { batch_id, batch },
+            None => Pending::Combined(batch),
+        };
+        match self.submit(pending).await {
+            Ok(Some(_)) => Ok(Ingested {
+                accepted,
+                duplicate: false,
+            }),
             Ok(None) => {
                 self.unclaim(&claimed);
-                return Ok(Ingested {
+                Ok(Ingested {
                     accepted: 0,
                     duplicate: true,
-                });
+                })
             }
             Err(error) => {
                 self.unclaim(&claimed);
-                return Err(error.into());
+                Err(error.into())
             }
-        };
-        if let Err(error) = self.registry.apply(&batch, now) {
-            // Cannot happen: the types were claimed above. Logged loudly if it ever does.
-            tracing::error!(seq, %error, "a logged metric batch did not apply");
         }
-        self.last_seq.fetch_max(seq, Ordering::SeqCst);
-        self.since_snapshot
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        Ok(Ingested {
-            accepted: batch.len(),
-            duplicate: false,
-        })
     }
 
     /// Deletes a series durably; `false` when it does not exist.
-    pub async fn delete(&self, key: &SeriesKey) -> Result<bool, IngestError> {
+    pub async fn delete(self: &Arc<Self>, key: &SeriesKey) -> Result<bool, IngestError> {
         let _alone = self.gate.write().await;
         if !lock(&self.types).contains_key(key) {
             return Ok(false);
         }
-        let now = self.clock.now();
-        if let Some(seq) = self
-            .store
-            .append_metric_log(None, "delete", key.to_string(), now)
-            .await?
-        {
-            self.last_seq.fetch_max(seq, Ordering::SeqCst);
-        }
-        lock(&self.types).remove(key);
-        self.registry.delete(key);
-        self.since_snapshot.fetch_add(1, Ordering::Relaxed);
+        self.submit(Pending::Delete(key.clone())).await?;
         Ok(true)
+    }
+
+    /// Queues `pending` for the flusher (combined with the batch queued last when both carry
+    /// no batch id and together fit in `max_batch`), starts the flusher if it is idle, and
+    /// waits for the answer: the entry's log sequence number, `None` for a batch id seen
+    /// before.
+    async fn submit(self: &Arc<Self>, pending: Pending) -> Result<Option<i64>, StoreError> {
+        let (answer, answered) = oneshot::channel();
+        let start = {
+            let mut queue = lock(&self.queue);
+            let max = self.config.max_batch.max(1);
+            let alone = match (pending, queue.pending.last_mut()) {
+                (Pending::Combined(batch), Some((Pending::Combined(last), answers)))
+                    if last.len() + batch.len() <= max =>
+                {
+                    match last.merge(batch) {
+                        Ok(()) => {
+                            answers.push(answer);
+                            None
+                        }
+                        Err(batch) => Some((Pending::Combined(batch), answer)),
+                    }
+                }
+                (pending, _) => Some((pending, answer)),
+            };
+            if let Some((pending, answer)) = alone {
+                queue.pending.push((pending, vec![answer]));
+            }
+            !std::mem::replace(&mut queue.flushing, true)
+        };
+        if start {
+            tokio::spawn(Arc::clone(self).flush());
+        }
+        answered.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// The flusher: writes whatever is queued as log entries in one transaction, then applies
+    /// them in log order, and answers their requests; until the queue is empty. It runs as its
+    /// own task, so a request that goes away meanwhile cannot leave a logged batch unapplied.
+    async fn flush(self: Arc<Self>) {
+        loop {
+            let queued = {
+                let mut queue = lock(&self.queue);
+                if queue.pending.is_empty() {
+                    queue.flushing = false;
+                    return;
+                }
+                std::mem::take(&mut queue.pending)
+            };
+            let entries = queued.iter().map(|(pending, _)| pending.entry()).collect();
+            let now = self.clock.now();
+            let written = self.store.append_metric_log(entries, now).await;
+            if let Ok(seqs) = &written {
+                let _applying = lock(&self.applying);
+                for ((pending, _), seq) in queued.iter().zip(seqs) {
+                    if let Some(seq) = seq {
+                        self.apply(pending, *seq, now);
+                    }
+                }
+            }
+            for (index, (_, waiters)) in queued.into_iter().enumerate() {
+                let answer = match &written {
+                    Ok(seqs) => Ok(seqs.get(index).copied().flatten()),
+                    Err(error) => Err(error.clone()),
+                };
+                for waiter in waiters {
+                    let _ = waiter.send(answer.clone());
+                }
+            }
+        }
+    }
+
+    /// Applies a logged entry to the aggregates (the caller holds `applying`).
+    fn apply(&self, pending: &Pending, seq: i64, now: Millis) {
+        match pending {
+            Pending::Combined(batch) | Pending::Identified { batch, .. } => {
+                if let Err(error) = self.registry.apply(batch, now) {
+                    // Cannot happen: the types were claimed before the batch was queued.
+                    tracing::error!(seq, %error, "a logged metric batch did not apply");
+                }
+                self.since_snapshot
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            }
+            Pending::Delete(key) => {
+                lock(&self.types).remove(key);
+                self.registry.delete(key);
+                self.since_snapshot.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.last_seq.fetch_max(seq, Ordering::SeqCst);
     }
 
     /// Writes a snapshot of every aggregate and drops the log it covers.
     pub async fn snapshot(&self) -> Result<(), StoreError> {
         let _alone = self.gate.write().await;
-        let through = self.last_seq.load(Ordering::SeqCst);
-        let mut data = Vec::new();
-        self.registry
-            .write_snapshot(&mut data)
-            .map_err(|error| StoreError::Database(format!("metric snapshot: {error}")))?;
+        let (through, data) = {
+            // A batch whose request went away may still be flushing: it is either wholly in
+            // this snapshot and covered by `through`, or in neither.
+            let _applying = lock(&self.applying);
+            let through = self.last_seq.load(Ordering::SeqCst);
+            let mut data = Vec::new();
+            self.registry
+                .write_snapshot(&mut data)
+                .map_err(|error| StoreError::Database(format!("metric snapshot: {error}")))?;
+            (through, data)
+        };
         let now = self.clock.now();
         let keep_after = now - BATCH_ID_TTL.as_millis() as Millis;
         self.store
@@ -346,5 +477,141 @@ impl MetricsService {
         {
             tracing::error!(%error, "cannot snapshot the metric aggregates at shutdown");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::metrics::AggregateView;
+    use crate::store::sqlite::SqliteStore;
+
+    fn counter(name: &str, value: f64) -> Event {
+        Event {
+            key: SeriesKey::parse(name).unwrap(),
+            kind: MetricType::Counter,
+            value,
+        }
+    }
+
+    async fn service(dir: &std::path::Path) -> Arc<MetricsService> {
+        let store: SharedStore = Arc::new(SqliteStore::open(&dir.join("m.db"), 2).unwrap());
+        MetricsService::open(
+            store,
+            Arc::new(ManualClock::new(1_000)),
+            MetricsConfig::default(),
+        )
+        .await
+        .unwrap()
+    }
+
+    fn count(service: &MetricsService, name: &str) -> Option<(f64, u64)> {
+        let view = service
+            .registry()
+            .get(&SeriesKey::parse(name).unwrap(), service.now())?;
+        match view.aggregate {
+            AggregateView::Counter(counter) => Some((counter.value, counter.count)),
+            other => panic!("{name} is not a counter: {other:?}"),
+        }
+    }
+
+    /// Waits until the flusher has nothing queued and has stopped.
+    async fn idle(service: &MetricsService) {
+        for _ in 0..500 {
+            if !lock(&service.queue).flushing {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the flusher did not finish");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_that_goes_away_still_has_its_batch_applied_and_a_retry_counts_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = service(dir.path()).await;
+        // Dropped after its first poll: queued, then abandoned while its write is in flight.
+        let abandoned = service.ingest_events(Some("b-1".into()), vec![counter("hits", 5.0)]);
+        tokio::select! {
+            biased;
+            _ = abandoned => panic!("the write cannot have finished within one poll"),
+            _ = std::future::ready(()) => {}
+        }
+        idle(&service).await;
+        assert_eq!(count(&service, "hits"), Some((5.0, 1)));
+        let retried = service
+            .ingest_events(Some("b-1".into()), vec![counter("hits", 5.0)])
+            .await
+            .unwrap();
+        assert!(retried.duplicate);
+        assert_eq!(count(&service, "hits"), Some((5.0, 1)));
+
+        // The log replays to the same state.
+        service.snapshot().await.unwrap();
+        drop(service);
+        let reopened = self::service(dir.path()).await;
+        assert_eq!(count(&reopened, "hits"), Some((5.0, 1)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_batches_are_combined_yet_answered_and_refused_one_by_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = service(dir.path()).await;
+        service
+            .ingest_events(None, vec![counter("typed", 1.0)])
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let service = Arc::clone(&service);
+                tokio::spawn(async move {
+                    let events = if i % 50 == 49 {
+                        // A gauge event for a counter: this request alone is refused.
+                        vec![Event {
+                            kind: MetricType::Gauge,
+                            ..counter("typed", 1.0)
+                        }]
+                    } else {
+                        vec![counter("many", 1.0), counter(&format!("own{i}"), 2.0)]
+                    };
+                    service.ingest_events(None, events).await
+                })
+            })
+            .collect();
+        let mut refused = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(ingested) => assert_eq!(ingested.accepted, 2),
+                Err(IngestError::TypeMismatch { .. }) => refused += 1,
+                Err(other) => panic!("{other}"),
+            }
+        }
+        assert_eq!(refused, 4);
+        assert_eq!(count(&service, "many"), Some((196.0, 196)));
+        assert_eq!(count(&service, "own0"), Some((2.0, 1)));
+        assert_eq!(count(&service, "typed"), Some((1.0, 1)));
+        let entries = service.store.metric_log_after(0).await.unwrap();
+        assert!(
+            entries.len() < 197,
+            "{} log entries for 197 batches: nothing was combined",
+            entries.len()
+        );
+
+        // A deletion goes through the same queue, in order.
+        assert!(
+            service
+                .delete(&SeriesKey::parse("many").unwrap())
+                .await
+                .unwrap()
+        );
+        assert_eq!(count(&service, "many"), None);
+        drop(service);
+        let reopened = self::service(dir.path()).await;
+        assert_eq!(count(&reopened, "many"), None);
+        assert_eq!(count(&reopened, "own199"), None);
+        assert_eq!(count(&reopened, "own198"), Some((2.0, 1)));
     }
 }

@@ -340,7 +340,7 @@ pub async fn serve(
     }))
 }
 
-async fn ingest_batch(service: &MetricsService, stats: &StatsdStats, mut batch: Vec<Event>) {
+async fn ingest_batch(service: &Arc<MetricsService>, stats: &StatsdStats, mut batch: Vec<Event>) {
     let mut saturated = 0;
     while !batch.is_empty() {
         match service.ingest_events(None, batch.clone()).await {

@@ -27,7 +27,7 @@ use crate::pipelines::model::{
 use crate::schedule::{Schedule, TickFire, TickResult, TickRow};
 
 /// Store errors, mapped from the database's own.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     #[error("not found")]
     NotFound,
@@ -261,15 +261,14 @@ pub trait Store: Send + Sync {
     async fn get_platform(&self, name: &str) -> Result<Option<crate::platforms::Platform>>;
     async fn list_platforms(&self) -> Result<Vec<crate::platforms::Platform>>;
 
-    /// Appends a metric log entry (`kind` `events` or `delete`); `None` when `batch_id` was
-    /// seen before, in which case nothing is written.
+    /// Appends metric log entries in one transaction, in order; each answer is the entry's
+    /// sequence number, or `None` when its batch id was seen before (then nothing is written
+    /// for it).
     async fn append_metric_log(
         &self,
-        batch_id: Option<String>,
-        kind: &'static str,
-        payload: String,
+        entries: Vec<NewLogEntry>,
         now: Millis,
-    ) -> Result<Option<i64>>;
+    ) -> Result<Vec<Option<i64>>>;
     /// The metric snapshot, if any: `(through_seq, data)`.
     async fn metric_snapshot(&self) -> Result<Option<(i64, Vec<u8>)>>;
     /// Metric log entries after `seq`, in order.
@@ -294,6 +293,16 @@ pub trait Store: Send + Sync {
         stages: u32,
         now: Millis,
     ) -> Result<Vec<QueuedMessage>>;
+}
+
+/// An entry to append to the metric ingest log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewLogEntry {
+    /// A client's batch id: an entry whose id was seen before is not written again.
+    pub batch_id: Option<String>,
+    /// `series` (a grouped batch), `events` (the first batch form) or `delete`.
+    pub kind: &'static str,
+    pub payload: String,
 }
 
 /// One entry of the metric ingest log.

@@ -32,7 +32,7 @@ use uuid::Uuid;
 
 use super::{
     Created, DeliveryInput, DisabledEndpoint, Error, LogEntry, LookupTable, LookupTableInfo,
-    Result, Snapshot, Store,
+    NewLogEntry, Result, Snapshot, Store,
 };
 use crate::clock::Millis;
 use crate::job::{
@@ -690,16 +690,23 @@ impl Store for SqliteStore {
 
     async fn append_metric_log(
         &self,
-        batch_id: Option<String>,
-        kind: &'static str,
-        payload: String,
+        entries: Vec<NewLogEntry>,
         now: Millis,
-    ) -> Result<Option<i64>> {
+    ) -> Result<Vec<Option<i64>>> {
         self.write(move |conn| {
-            Ok((
-                metrics::append(conn, batch_id.as_deref(), kind, &payload, now)?,
-                Wake::No,
-            ))
+            let seqs = entries
+                .iter()
+                .map(|entry| {
+                    metrics::append(
+                        conn,
+                        entry.batch_id.as_deref(),
+                        entry.kind,
+                        &entry.payload,
+                        now,
+                    )
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok((seqs, Wake::No))
         })
         .await
     }
