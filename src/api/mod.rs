@@ -171,35 +171,41 @@ pub fn router(state: AppState) -> Router {
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             timeout,
         ))
-        .layer(cors)
+        .layer(tower::util::option_layer(cors))
         .with_state(state)
 }
 
-/// CORS for the configured origins (outermost, so a preflight needs no token); none allowed
-/// when the list is empty.
-fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
+/// CORS for the configured origins (outermost, so a preflight needs no token); no CORS layer
+/// at all when none is configured, so browsers refuse cross-origin calls and no request pays
+/// for CORS headers nobody reads.
+fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     use axum::http::{HeaderName, HeaderValue, Method, header};
     let origins: Vec<HeaderValue> = origins
         .iter()
         .filter_map(|origin| HeaderValue::from_str(origin).ok())
         .collect();
-    tower_http::cors::CorsLayer::new()
-        .allow_origin(origins)
-        .allow_methods([
-            Method::OPTIONS,
-            Method::GET,
-            Method::POST,
-            Method::PUT,
-            Method::PATCH,
-            Method::DELETE,
-        ])
-        .allow_headers([
-            header::ORIGIN,
-            header::ACCEPT,
-            header::CONTENT_TYPE,
-            header::AUTHORIZATION,
-            HeaderName::from_static("idempotency-key"),
-        ])
+    if origins.is_empty() {
+        return None;
+    }
+    Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([
+                Method::OPTIONS,
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
+            .allow_headers([
+                header::ORIGIN,
+                header::ACCEPT,
+                header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                HeaderName::from_static("idempotency-key"),
+            ]),
+    )
 }
 
 /// Counts every request by its route template in the metrics.

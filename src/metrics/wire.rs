@@ -163,6 +163,17 @@ impl<'de> Visitor<'de> for Object<'_, 'de> {
     }
 }
 
+/// Whether an object's first key is one of a batch object's (else it is read as one event).
+/// A guess from the bytes: a wrong one only sends the body to the slow read.
+fn starts_as_batch(body: &[u8]) -> bool {
+    let inside = body
+        .iter()
+        .position(|byte| *byte == b'{')
+        .map_or(&[][..], |brace| &body[brace + 1..]);
+    let key = inside.trim_ascii_start();
+    key.starts_with(b"\"events\"") || key.starts_with(b"\"batch_id\"")
+}
+
 /// Reads a well-formed JSON body (one event, an array of events, or a `{batch_id, events}`
 /// object) of at most `max` events into a batch and the body's batch id; `None` for anything
 /// else, which the caller then reads the slow way.
@@ -175,15 +186,13 @@ pub fn read_json(body: &[u8], max: usize) -> Option<(Option<String>, EventBatch)
             Events(&mut reader).deserialize(&mut deserializer).ok()?;
             None
         }
-        b'{' => match deserializer.deserialize_map(Object(&mut reader)) {
-            Ok(batch_id) => batch_id,
-            Err(_) => {
-                let raw: RawEvent<'_> = serde_json::from_slice(body).ok()?;
-                let mut reader = Reader::new(max);
-                reader.push(raw).ok()?;
-                return Some((None, reader.batch));
-            }
-        },
+        b'{' if starts_as_batch(body) => deserializer.deserialize_map(Object(&mut reader)).ok()?,
+        b'{' => {
+            // One event: one pass, no failed attempt at a batch object first.
+            let raw: RawEvent<'_> = serde_json::from_slice(body).ok()?;
+            reader.push(raw).ok()?;
+            return Some((None, reader.batch));
+        }
         _ => return None,
     };
     deserializer.end().ok()?;
