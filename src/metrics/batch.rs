@@ -169,6 +169,31 @@ impl EventBatch {
     }
 }
 
+/// Joins the log forms of several batches into one entry's (a series may then appear more
+/// than once; [`EventBatch::from_log`] reads it back as one series with the values in order).
+pub fn join_logs(mut parts: Vec<String>) -> String {
+    if parts.len() == 1 {
+        return parts.pop().unwrap_or_default();
+    }
+    let mut joined = String::with_capacity(parts.iter().map(String::len).sum::<usize>() + 2);
+    joined.push('[');
+    for part in &parts {
+        let inner = part
+            .strip_prefix('[')
+            .and_then(|part| part.strip_suffix(']'))
+            .unwrap_or_default();
+        if inner.is_empty() {
+            continue;
+        }
+        if joined.len() > 1 {
+            joined.push(',');
+        }
+        joined.push_str(inner);
+    }
+    joined.push(']');
+    joined
+}
+
 /// Serialises series as the log keeps them, writing each key's text straight into the output.
 struct LogForm<'a>(&'a [SeriesValues]);
 
@@ -341,6 +366,24 @@ mod tests {
         let old = from_event_log(&to_event_log(&events)).unwrap();
         assert_eq!(old.series(), batch.series());
         assert!(EventBatch::from_log(r#"[["9bad","counter",[1]]]"#).is_err());
+
+        // Joined log forms read back as the merged batch.
+        let more = EventBatch::from_events([
+            event("c", MetricType::Counter, 4.0),
+            event("g", MetricType::Gauge, 1.0),
+        ])
+        .unwrap();
+        let joined = join_logs(vec![
+            batch.to_log(),
+            EventBatch::new().to_log(),
+            more.to_log(),
+        ]);
+        let mut merged = batch.clone();
+        merged.merge(more).unwrap();
+        let read = EventBatch::from_log(&joined).unwrap();
+        assert_eq!(grouped(&read), grouped(&merged));
+        assert_eq!(read.len(), 5);
+        assert_eq!(join_logs(vec![batch.to_log()]), batch.to_log());
         assert!(from_event_log("{").is_err());
     }
 }

@@ -83,27 +83,35 @@ pub struct MetricsService {
 
 /// A log entry waiting for the flusher.
 enum Pending {
-    /// Batches without a batch id, from one request or several combined.
-    Combined(EventBatch),
+    /// Batches without a batch id, from one request or several combined, with the log form
+    /// of each (written by its request, so that work is spread over the requests).
+    Combined {
+        batch: EventBatch,
+        logged: Vec<String>,
+    },
     Identified {
         batch_id: String,
         batch: EventBatch,
+        logged: String,
     },
     Delete(SeriesKey),
 }
 
 impl Pending {
-    fn entry(&self) -> NewLogEntry {
+    /// The log entry to write; takes the log form out (it is not needed afterwards).
+    fn entry(&mut self) -> NewLogEntry {
         match self {
-            Pending::Combined(batch) => NewLogEntry {
+            Pending::Combined { logged, .. } => NewLogEntry {
                 batch_id: None,
                 kind: LOG_KIND,
-                payload: batch.to_log(),
+                payload: batch::join_logs(std::mem::take(logged)),
             },
-            Pending::Identified { batch_id, batch } => NewLogEntry {
+            Pending::Identified {
+                batch_id, logged, ..
+            } => NewLogEntry {
                 batch_id: Some(batch_id.clone()),
                 kind: LOG_KIND,
-                payload: batch.to_log(),
+                payload: std::mem::take(logged),
             },
             Pending::Delete(key) => NewLogEntry {
                 batch_id: None,
@@ -112,6 +120,13 @@ impl Pending {
             },
         }
     }
+}
+
+/// A log write in flight and the entries it holds.
+struct Writing {
+    queued: Vec<(Pending, Vec<Answer>)>,
+    now: Millis,
+    write: tokio::task::JoinHandle<Result<Vec<Option<i64>>, StoreError>>,
 }
 
 /// What a request waiting on the flusher is told: its entry's sequence number, `None` when
@@ -308,9 +323,17 @@ impl MetricsService {
         let _shared = self.gate.read().await;
         let claimed = self.claim(&batch)?;
         let accepted = batch.len();
+        let logged = batch.to_log();
         let pending = match batch_id {
-            Some(batch_id) => Pending::Identified { batch_id, batch },
-            None => Pending::Combined(batch),
+            Some(batch_id) => Pending::Identified {
+                batch_id,
+                batch,
+                logged,
+            },
+            None => Pending::Combined {
+                batch,
+                logged: vec![logged],
+            },
         };
         match self.submit(pending).await {
             Ok(Some(_)) => Ok(Ingested {
@@ -351,17 +374,23 @@ impl MetricsService {
             let mut queue = lock(&self.queue);
             let max = self.config.max_batch.max(1);
             let alone = match (pending, queue.pending.last_mut()) {
-                (Pending::Combined(batch), Some((Pending::Combined(last), answers)))
-                    if last.len() + batch.len() <= max =>
-                {
-                    match last.merge(batch) {
-                        Ok(()) => {
-                            answers.push(answer);
-                            None
-                        }
-                        Err(batch) => Some((Pending::Combined(batch), answer)),
+                (
+                    Pending::Combined { batch, logged },
+                    Some((
+                        Pending::Combined {
+                            batch: last,
+                            logged: last_logged,
+                        },
+                        answers,
+                    )),
+                ) if last.len() + batch.len() <= max => match last.merge(batch) {
+                    Ok(()) => {
+                        last_logged.extend(logged);
+                        answers.push(answer);
+                        None
                     }
-                }
+                    Err(batch) => Some((Pending::Combined { batch, logged }, answer)),
+                },
                 (pending, _) => Some((pending, answer)),
             };
             if let Some((pending, answer)) = alone {
@@ -376,37 +405,66 @@ impl MetricsService {
     }
 
     /// The flusher: writes whatever is queued as log entries in one transaction, then applies
-    /// them in log order, and answers their requests; until the queue is empty. It runs as its
-    /// own task, so a request that goes away meanwhile cannot leave a logged batch unapplied.
+    /// them in log order and answers their requests; until the queue is empty. The next write
+    /// goes out before the last one is applied, so the store is busy meanwhile. It runs as its
+    /// own task, so a request that goes away cannot leave a logged batch unapplied.
     async fn flush(self: Arc<Self>) {
-        loop {
-            let queued = {
-                let mut queue = lock(&self.queue);
-                if queue.pending.is_empty() {
+        let mut writing = self.start_write(true);
+        while let Some(current) = writing {
+            let written = current.write.await.unwrap_or_else(|error| {
+                Err(StoreError::Database(format!("metric log write: {error}")))
+            });
+            let next = self.start_write(false);
+            self.settle(current.queued, written, current.now);
+            writing = next.or_else(|| self.start_write(true));
+        }
+    }
+
+    /// Takes whatever is queued and starts writing it; `None` when nothing is queued, and then,
+    /// with `stop`, the flusher is marked idle (under the same lock as the check).
+    fn start_write(&self, stop: bool) -> Option<Writing> {
+        let mut queued = {
+            let mut queue = lock(&self.queue);
+            if queue.pending.is_empty() {
+                if stop {
                     queue.flushing = false;
-                    return;
                 }
-                std::mem::take(&mut queue.pending)
-            };
-            let entries = queued.iter().map(|(pending, _)| pending.entry()).collect();
-            let now = self.clock.now();
-            let written = self.store.append_metric_log(entries, now).await;
-            if let Ok(seqs) = &written {
-                let _applying = lock(&self.applying);
-                for ((pending, _), seq) in queued.iter().zip(seqs) {
-                    if let Some(seq) = seq {
-                        self.apply(pending, *seq, now);
-                    }
+                return None;
+            }
+            std::mem::take(&mut queue.pending)
+        };
+        let entries = queued
+            .iter_mut()
+            .map(|(pending, _)| pending.entry())
+            .collect();
+        let now = self.clock.now();
+        let store = Arc::clone(&self.store);
+        let write = tokio::spawn(async move { store.append_metric_log(entries, now).await });
+        Some(Writing { queued, now, write })
+    }
+
+    /// Applies written entries in order and answers their requests.
+    fn settle(
+        &self,
+        queued: Vec<(Pending, Vec<Answer>)>,
+        written: Result<Vec<Option<i64>>, StoreError>,
+        now: Millis,
+    ) {
+        if let Ok(seqs) = &written {
+            let _applying = lock(&self.applying);
+            for ((pending, _), seq) in queued.iter().zip(seqs) {
+                if let Some(seq) = seq {
+                    self.apply(pending, *seq, now);
                 }
             }
-            for (index, (_, waiters)) in queued.into_iter().enumerate() {
-                let answer = match &written {
-                    Ok(seqs) => Ok(seqs.get(index).copied().flatten()),
-                    Err(error) => Err(error.clone()),
-                };
-                for waiter in waiters {
-                    let _ = waiter.send(answer.clone());
-                }
+        }
+        for (index, (_, waiters)) in queued.into_iter().enumerate() {
+            let answer = match &written {
+                Ok(seqs) => Ok(seqs.get(index).copied().flatten()),
+                Err(error) => Err(error.clone()),
+            };
+            for waiter in waiters {
+                let _ = waiter.send(answer.clone());
             }
         }
     }
@@ -414,7 +472,7 @@ impl MetricsService {
     /// Applies a logged entry to the aggregates (the caller holds `applying`).
     fn apply(&self, pending: &Pending, seq: i64, now: Millis) {
         match pending {
-            Pending::Combined(batch) | Pending::Identified { batch, .. } => {
+            Pending::Combined { batch, .. } | Pending::Identified { batch, .. } => {
                 if let Err(error) = self.registry.apply(batch, now) {
                     // Cannot happen: the types were claimed before the batch was queued.
                     tracing::error!(seq, %error, "a logged metric batch did not apply");
