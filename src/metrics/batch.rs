@@ -60,32 +60,14 @@ impl EventBatch {
     /// Adds the next event; returns the position of its series in [`Self::series`].
     pub fn push(&mut self, event: Event) -> Result<usize, BatchConflict> {
         let index = self.events;
-        let position = match self.positions.get(&event.key) {
-            Some(&position) => {
-                let series = &mut self.series[position];
-                if series.kind != event.kind {
-                    return Err(BatchConflict {
-                        index,
-                        key: event.key,
-                        existing: series.kind,
-                        got: event.kind,
-                    });
-                }
-                series.values.push(event.value);
-                position
-            }
-            None => {
-                let position = self.series.len();
-                self.positions.insert(event.key.clone(), position);
-                self.series.push(SeriesValues {
-                    key: event.key,
-                    kind: event.kind,
-                    first: index,
-                    values: vec![event.value],
-                });
-                position
-            }
-        };
+        let position = self
+            .add(event.key, event.kind, index, [event.value])
+            .map_err(|(key, existing)| BatchConflict {
+                index,
+                key,
+                existing,
+                got: event.kind,
+            })?;
         self.events += 1;
         Ok(position)
     }
@@ -110,19 +92,45 @@ impl EventBatch {
         }
         let offset = self.events;
         for series in other.series {
-            match self.positions.get(&series.key) {
-                Some(&position) => self.series[position].values.extend(series.values),
-                None => {
-                    self.positions.insert(series.key.clone(), self.series.len());
-                    self.series.push(SeriesValues {
-                        first: offset + series.first,
-                        ..series
-                    });
-                }
-            }
+            // Cannot fail: every type was checked above.
+            let _ = self.add(
+                series.key,
+                series.kind,
+                offset + series.first,
+                series.values,
+            );
         }
         self.events += other.events;
         Ok(())
+    }
+
+    /// Appends `values` to the series `key`, first creating it (its first event at index
+    /// `first`) when new; the series' position, or the key back with the type the series
+    /// already has when that is not `kind`. Leaves the event count to the caller.
+    fn add(
+        &mut self,
+        key: SeriesKey,
+        kind: MetricType,
+        first: usize,
+        values: impl IntoIterator<Item = f64>,
+    ) -> Result<usize, (SeriesKey, MetricType)> {
+        if let Some(&position) = self.positions.get(&key) {
+            let series = &mut self.series[position];
+            if series.kind != kind {
+                return Err((key, series.kind));
+            }
+            series.values.extend(values);
+            return Ok(position);
+        }
+        let position = self.series.len();
+        self.positions.insert(key.clone(), position);
+        self.series.push(SeriesValues {
+            key,
+            kind,
+            first,
+            values: values.into_iter().collect(),
+        });
+        Ok(position)
     }
 
     /// Events in the batch.
@@ -150,20 +158,14 @@ impl EventBatch {
         let mut batch = Self::new();
         for (key, kind, values) in logged {
             let key = SeriesKey::parse(&key).map_err(|error| error.to_string())?;
-            let mut values = values.into_iter();
-            let Some(first) = values.next() else {
+            if values.is_empty() {
                 continue;
-            };
-            let position = batch
-                .push(Event {
-                    key,
-                    kind,
-                    value: first,
-                })
-                .map_err(|error| error.to_string())?;
-            for value in values {
-                batch.push_value(position, value);
             }
+            let count = values.len();
+            batch
+                .add(key, kind, batch.events, values)
+                .map_err(|(key, existing)| format!("series {key} is a {existing} and a {kind}"))?;
+            batch.events += count;
         }
         Ok(batch)
     }
