@@ -24,14 +24,18 @@ use crate::job::{
     Attempt, GeneratedSecret, IdempotencyClaim, Job, JobDetail, JobFilter, JobStatus, Step,
     StepKind, StepState,
 };
+use crate::store::Created;
 
 /// How long an idempotency key is remembered.
 const IDEMPOTENCY_TTL_MS: Millis = 24 * 3600 * 1000;
 const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// Most jobs one `POST /v1/jobs/batch` may create.
+pub const MAX_BATCH_JOBS: usize = 1000;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_job, list_jobs))
+        .routes(routes!(create_jobs))
         .routes(routes!(get_job))
         .routes(routes!(cancel_job))
         .routes(routes!(retry_job))
@@ -226,15 +230,23 @@ pub(super) async fn create(
         .map_err(explain)?;
     let secrets = new_job.generated_secrets.clone();
     let created = state.inner.store.create_job(new_job).await?;
-    let mut view = JobView::summary(created.job, state);
-    if !created.replayed {
-        state.inner.telemetry.jobs_created(1);
-        view.signing_secrets = secrets;
+    Ok(CreatedJob::new(state, created, secrets))
+}
+
+impl CreatedJob {
+    /// The answer for a job the store returned: counted and with its generated secrets when it
+    /// is new, as it was when it is a replay (secrets are shown only once).
+    fn new(state: &AppState, created: Created, secrets: Vec<GeneratedSecret>) -> Self {
+        let mut view = JobView::summary(created.job, state);
+        if !created.replayed {
+            state.inner.telemetry.jobs_created(1);
+            view.signing_secrets = secrets;
+        }
+        CreatedJob {
+            view,
+            replayed: created.replayed,
+        }
     }
-    Ok(CreatedJob {
-        view,
-        replayed: created.replayed,
-    })
 }
 
 /// The problems of every route that creates jobs, for the OpenAPI document: malformed JSON,
@@ -263,11 +275,7 @@ impl CreatedJob {
     pub(super) fn into_response<T: Serialize>(self, body: impl FnOnce(JobView) -> T) -> Response {
         let location = format!("/v1/jobs/{}", self.view.id);
         if self.replayed {
-            let mut response = (StatusCode::OK, Json(body(self.view))).into_response();
-            response
-                .headers_mut()
-                .insert("idempotent-replayed", HeaderValue::from_static("true"));
-            return response;
+            return replayed(body(self.view));
         }
         let mut response = (StatusCode::ACCEPTED, Json(body(self.view))).into_response();
         if let Ok(value) = HeaderValue::from_str(&location) {
@@ -295,6 +303,87 @@ async fn create_job(
 ) -> ApiResult<Response> {
     let created = create(&state, &headers, &body.value, &body.canonical, spec_error).await?;
     Ok(created.into_response(|view| view))
+}
+
+/// Several jobs in one request, stored all or none.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobBatch {
+    /// 1–1000 jobs, each as `POST /v1/jobs` takes it.
+    pub jobs: Vec<JobSpec>,
+}
+
+/// The jobs a batch created, in request order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobBatchView {
+    pub jobs: Vec<JobView>,
+}
+
+/// Create up to 1000 jobs in one request and one transaction: every job is validated first,
+/// and one invalid job refuses the batch (422 naming it by index) with nothing stored. Answers
+/// 202 once all are durably stored. With an `Idempotency-Key`, the same key and body return
+/// the same jobs (200 with `Idempotent-Replayed: true`); another body is a 409.
+#[utoipa::path(post, path = "/v1/jobs/batch", tag = "jobs", request_body = JobBatch,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries of this request safe for 24 h")),
+    responses(
+        (status = 202, description = "Accepted and stored", body = JobBatchView),
+        (status = 200, description = "Replay of an earlier request with the same Idempotency-Key", body = JobBatchView),
+        CreationProblems))]
+async fn create_jobs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: ApiJson<JobBatch>,
+) -> ApiResult<Response> {
+    let specs = &body.value.jobs;
+    if specs.is_empty() || specs.len() > MAX_BATCH_JOBS {
+        return Err(ApiError::unprocessable(format!(
+            "jobs must hold 1–{MAX_BATCH_JOBS} jobs (got {})",
+            specs.len()
+        )));
+    }
+    let now = state.inner.clock.now();
+    let claim = idempotency_claim(&headers, &body.canonical, now)?;
+    let catalog = state.catalog();
+    let defaults = state.inner.engine.step_defaults();
+    let planned = specs
+        .iter()
+        .enumerate()
+        .map(|(index, spec)| {
+            // Each job of the batch is kept under its own key, bound to the whole body; a
+            // newline cannot occur in a header, so these never meet a single job's key.
+            let claim = claim.as_ref().map(|claim| IdempotencyClaim {
+                key: format!("{}\n{index}", claim.key),
+                ..claim.clone()
+            });
+            spec.plan(&catalog, defaults, now, claim)
+                .map_err(|error| ApiError::unprocessable(format!("jobs[{index}]: {error}")))
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    let secrets: Vec<_> = planned
+        .iter()
+        .map(|job| job.generated_secrets.clone())
+        .collect();
+    let created = state.inner.store.create_jobs(planned).await?;
+    let is_replay = created.iter().any(|created| created.replayed);
+    let jobs: Vec<JobView> = created
+        .into_iter()
+        .zip(secrets)
+        .map(|(created, secrets)| CreatedJob::new(&state, created, secrets).view)
+        .collect();
+    let body = JobBatchView { jobs };
+    if is_replay {
+        return Ok(replayed(body));
+    }
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// 200 with `Idempotent-Replayed: true`: the answer to a request an earlier one already made.
+fn replayed<T: Serialize>(body: T) -> Response {
+    let mut response = (StatusCode::OK, Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    response
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

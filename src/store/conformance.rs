@@ -375,6 +375,49 @@ pub async fn idempotency_keys_return_the_same_job_or_conflict(store: &dyn Store)
     assert_eq!(jobs.len(), 2, "the conflicting request stored nothing");
 }
 
+pub async fn a_batch_is_stored_whole_or_not_at_all(store: &dyn Store) {
+    let claim = |key: &str, hash: &str| IdempotencyClaim {
+        key: key.into(),
+        request_hash: hash.into(),
+        expires_at: HOUR,
+    };
+    let mut taken = new_job(1, 0, 0);
+    taken.idempotency = Some(claim("k2", "a"));
+    store.create_job(taken).await.expect("first");
+
+    // The batch's last job conflicts: its first two must not be stored either.
+    let mut batch: Vec<NewJob> = (0..3).map(|_| new_job(1, 1, 10)).collect();
+    batch[2].idempotency = Some(claim("k2", "b"));
+    assert!(matches!(
+        store.create_jobs(batch).await,
+        Err(Error::Conflict(_))
+    ));
+    let all = JobFilter {
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(store.list_jobs(&all).await.expect("list").len(), 1);
+
+    let batch: Vec<NewJob> = (0..3).map(|_| new_job(1, 1, 20)).collect();
+    let ids: Vec<Uuid> = batch.iter().map(|job| job.id).collect();
+    let created = store.create_jobs(batch).await.expect("batch");
+    assert_eq!(
+        created
+            .iter()
+            .map(|created| created.job.id)
+            .collect::<Vec<_>>(),
+        ids
+    );
+    assert!(created.iter().all(|created| !created.replayed));
+    assert_eq!(store.list_jobs(&all).await.expect("list").len(), 4);
+    let claimed = store.claim("w", 10, 20, HOUR).await.expect("claim");
+    assert_eq!(
+        claimed.len(),
+        4,
+        "the first job and every source of the batch are due"
+    );
+}
+
 pub async fn cancel_stops_every_unfinished_step(store: &dyn Store) {
     let job = store
         .create_job(new_job(2, 1, 0))
@@ -496,6 +539,7 @@ macro_rules! store_conformance {
             a_fenced_worker_cannot_commit,
             retries_wait_then_dead_letter_and_replay,
             idempotency_keys_return_the_same_job_or_conflict,
+            a_batch_is_stored_whole_or_not_at_all,
             cancel_stops_every_unfinished_step,
             rescue_all_at_start_requeues_running_steps,
             prune_deletes_only_old_finished_jobs,

@@ -68,6 +68,9 @@ pub trait Store: Send + Sync {
     fn work_available(&self) -> Arc<Notify>;
 
     async fn create_job(&self, job: NewJob) -> Result<Created>;
+    /// Stores several jobs in one transaction, all or none; each comes back as `create_job`
+    /// would return it. A conflicting idempotency key refuses the whole batch.
+    async fn create_jobs(&self, jobs: Vec<NewJob>) -> Result<Vec<Created>>;
     async fn get_job(&self, id: Uuid) -> Result<Option<JobDetail>>;
     async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>>;
     /// Cancels every unfinished step; `Conflict` when the job already finished.

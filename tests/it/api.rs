@@ -405,6 +405,86 @@ async fn idempotency_key_replays_the_same_job_and_refuses_another_body() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_stores_all_its_jobs_or_none_and_replays_by_idempotency_key() {
+    let app = TestApp::start().await;
+    let batch = |jobs: Vec<Value>| json!({ "jobs": jobs });
+    let post = |body: Value, key: Option<&'static str>| {
+        let mut request = app.request(Method::POST, "/v1/jobs/batch").json(&body);
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        app.send(request)
+    };
+
+    // One bad job refuses the batch, named by its index; nothing is stored.
+    let bad = post(
+        batch(vec![
+            noop_job(1),
+            noop_job(2),
+            json!({"sources": [{"connector": "nope"}]}),
+        ]),
+        None,
+    )
+    .await;
+    let problem = assert_problem(&bad, 422);
+    assert!(detail(&problem).starts_with("jobs[2]: "), "{problem}");
+    let empty = post(batch(Vec::new()), None).await;
+    assert_problem(&empty, 422);
+    let too_many = post(batch(vec![noop_job(1); 1001]), None).await;
+    assert!(detail(&assert_problem(&too_many, 422)).contains("1–1000"));
+    let unknown_field = post(json!({"jobs": [noop_job(1)], "priority": 1}), None).await;
+    assert!(
+        unknown_field.status.is_client_error(),
+        "{}",
+        unknown_field.text
+    );
+    let not_a_list = post(json!({"jobs": noop_job(1)}), None).await;
+    assert!(not_a_list.status.is_client_error(), "{}", not_a_list.text);
+    assert_eq!(job_count(&app).await, 0, "refused batches stored nothing");
+
+    // A good batch: 202 once stored, the jobs in request order, each run by the engine.
+    let jobs = vec![noop_job(1), noop_job(2), noop_job(3)];
+    let first = post(batch(jobs.clone()), Some("nightly-7")).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.text);
+    let ids: Vec<String> = first.json()["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .map(|job| job["id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    for (id, records) in ids.iter().zip(1..) {
+        app.wait_for_status(id, &["succeeded"], Duration::from_secs(10))
+            .await;
+        assert_eq!(app.records(id).await.len(), records);
+    }
+
+    // The same key and body: the same jobs, nothing new; another body: 409.
+    let again = post(batch(jobs.clone()), Some("nightly-7")).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    let replayed: Vec<String> = again.json()["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .map(|job| job["id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(replayed, ids);
+    let other = post(batch(vec![noop_job(1)]), Some("nightly-7")).await;
+    assert_problem(&other, 409);
+    // A single job under the same key is another request, not a slice of the batch.
+    let single = app
+        .send(
+            app.request(Method::POST, "/v1/jobs")
+                .header("idempotency-key", "nightly-7")
+                .json(&noop_job(1)),
+        )
+        .await;
+    assert_eq!(single.status, StatusCode::ACCEPTED, "{}", single.text);
+    assert_eq!(job_count(&app).await, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_document_and_docs_page_are_served() {
     let app = TestApp::start().await;
     let openapi = app.send(app.client.get(app.url("/openapi.json"))).await;

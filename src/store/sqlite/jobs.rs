@@ -52,37 +52,67 @@ impl JobRows {
     }
 }
 
+/// The live job an idempotency key already names (`Some`), `Conflict` when the key came with
+/// another request body or its job was pruned, `None` when the job is new. Writes nothing, so a
+/// batch can check every job before storing any.
+fn replay(conn: &Connection, job: &JobRows) -> Result<Option<Job>> {
+    let Some(claim) = &job.idempotency else {
+        return Ok(None);
+    };
+    let mut lookup = conn.prepare_cached(
+        "SELECT request_hash, job_id, expires_at FROM idempotency_keys WHERE key = ?1",
+    )?;
+    let existing: Option<(String, String, i64)> = lookup
+        .query_row([&claim.key], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .optional()?;
+    let Some((hash, job_id, expires_at)) = existing else {
+        return Ok(None);
+    };
+    if expires_at <= job.created_at {
+        return Ok(None);
+    }
+    if hash != claim.request_hash {
+        return Err(Error::Conflict(
+            "this Idempotency-Key was already used with a different request body".into(),
+        ));
+    }
+    let id = Uuid::parse_str(&job_id).map_err(|_| Error::Corrupt("idempotency job id".into()))?;
+    let job = get(conn, id)?.ok_or_else(|| {
+        Error::Conflict("this Idempotency-Key names a job that was pruned".into())
+    })?;
+    Ok(Some(job))
+}
+
+/// Stores new jobs in one transaction, all or none: every idempotency key is checked before
+/// the first job is written, so a conflict leaves nothing behind. Each entry is the job an
+/// earlier request stored under the same key (`Some`) or `None` for a job stored now.
+pub fn insert_all(conn: &Connection, jobs: &[JobRows]) -> Result<Vec<Option<Job>>> {
+    let replayed = jobs
+        .iter()
+        .map(|job| replay(conn, job))
+        .collect::<Result<Vec<_>>>()?;
+    for (job, replayed) in jobs.iter().zip(&replayed) {
+        if replayed.is_none() {
+            write(conn, job)?;
+        }
+    }
+    Ok(replayed)
+}
+
 /// Stores a new job, unless its idempotency key names a live one: that job is returned
 /// instead (`Some`), or `Conflict` when the key came with another request body.
 pub fn insert(conn: &Connection, job: &JobRows) -> Result<Option<Job>> {
-    if let Some(claim) = &job.idempotency {
-        let mut lookup = conn.prepare_cached(
-            "SELECT request_hash, job_id, expires_at FROM idempotency_keys WHERE key = ?1",
-        )?;
-        let existing: Option<(String, String, i64)> = lookup
-            .query_row([&claim.key], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-            })
-            .optional()?;
-        if let Some((hash, job_id, expires_at)) = existing {
-            if expires_at > job.created_at {
-                if hash != claim.request_hash {
-                    return Err(Error::Conflict(
-                        "this Idempotency-Key was already used with a different request body"
-                            .into(),
-                    ));
-                }
-                let id = Uuid::parse_str(&job_id)
-                    .map_err(|_| Error::Corrupt("idempotency job id".into()))?;
-                let job = get(conn, id)?.ok_or_else(|| {
-                    Error::Conflict("this Idempotency-Key names a job that was pruned".into())
-                })?;
-                return Ok(Some(job));
-            }
-            conn.prepare_cached("DELETE FROM idempotency_keys WHERE key = ?1")?
-                .execute([&claim.key])?;
-        }
+    if let Some(job) = replay(conn, job)? {
+        return Ok(Some(job));
     }
+    write(conn, job)?;
+    Ok(None)
+}
+
+/// Writes a new job's rows (and its idempotency key, replacing an expired one).
+fn write(conn: &Connection, job: &JobRows) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO jobs (id, status, spec, created_at, updated_at) VALUES (?1, 'queued', ?2, ?3, ?3)",
     )?
@@ -113,11 +143,17 @@ pub fn insert(conn: &Connection, job: &JobRows) -> Result<Option<Job>> {
     }
     if let Some(claim) = &job.idempotency {
         conn.prepare_cached(
-            "INSERT INTO idempotency_keys (key, request_hash, job_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT OR REPLACE INTO idempotency_keys (key, request_hash, job_id, expires_at)
+             VALUES (?1, ?2, ?3, ?4)",
         )?
-        .execute(params![claim.key, claim.request_hash, job.id, claim.expires_at])?;
+        .execute(params![
+            claim.key,
+            claim.request_hash,
+            job.id,
+            claim.expires_at
+        ])?;
     }
-    Ok(None)
+    Ok(())
 }
 
 /// What creating `job` gave: the job just stored, or the one `insert` returned instead.

@@ -209,6 +209,22 @@ impl Store for SqliteStore {
         Ok(jobs::created(job, replayed))
     }
 
+    async fn create_jobs(&self, new: Vec<NewJob>) -> Result<Vec<Created>> {
+        let rows: Vec<_> = new.iter().map(jobs::JobRows::new).collect();
+        let replayed = self
+            .write(move |conn| {
+                let replayed = jobs::insert_all(conn, &rows)?;
+                let wake = wake_if(replayed.iter().any(Option::is_none));
+                Ok((replayed, wake))
+            })
+            .await?;
+        Ok(new
+            .into_iter()
+            .zip(replayed)
+            .map(|(job, replayed)| jobs::created(job, replayed))
+            .collect())
+    }
+
     async fn get_job(&self, id: Uuid) -> Result<Option<JobDetail>> {
         self.read(move |conn| {
             // One read transaction, so the job row, its steps and its attempts come from the
