@@ -418,6 +418,59 @@ pub async fn a_batch_is_stored_whole_or_not_at_all(store: &dyn Store) {
     );
 }
 
+pub async fn a_claimed_job_reads_as_running_everywhere(store: &dyn Store) {
+    let waiting = store.create_job(new_job(1, 0, 0)).await.expect("create");
+    let claimed_job = store.create_job(new_job(1, 1, 0)).await.expect("create");
+    let claimed = store.claim("w", 1, 10, HOUR).await.expect("claim");
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].step.job_id, waiting.job.id, "oldest due first");
+    let running = waiting.job.id;
+    let queued = claimed_job.job.id;
+
+    let status = |id| async move {
+        let detail = store.get_job(id).await.expect("get").expect("job");
+        detail.job.status
+    };
+    assert_eq!(status(running).await, JobStatus::Running);
+    assert_eq!(status(queued).await, JobStatus::Queued);
+    let listed = |status| async move {
+        store
+            .list_jobs(&JobFilter {
+                status: Some(status),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|job| job.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(listed(JobStatus::Running).await, vec![running]);
+    assert_eq!(listed(JobStatus::Queued).await, vec![queued]);
+    let snapshot = store.snapshot(10).await.expect("snapshot");
+    let count = |status: &str| {
+        snapshot
+            .jobs_by_status
+            .iter()
+            .find(|(name, _)| name == status)
+            .map_or(0, |(_, n)| *n)
+    };
+    assert_eq!((count("queued"), count("running")), (1, 1));
+    assert!(
+        store.check_integrity().await.expect("check").is_empty(),
+        "a claimed job is consistent with its steps"
+    );
+
+    // Once its step ends, the stored status says so.
+    store
+        .finish(&claimed[0].fence, Outcome::Succeeded, None, 20)
+        .await
+        .expect("finish");
+    assert_eq!(status(running).await, JobStatus::Succeeded);
+    assert_eq!(listed(JobStatus::Running).await, Vec::<Uuid>::new());
+}
+
 pub async fn cancel_stops_every_unfinished_step(store: &dyn Store) {
     let job = store
         .create_job(new_job(2, 1, 0))
@@ -540,6 +593,7 @@ macro_rules! store_conformance {
             retries_wait_then_dead_letter_and_replay,
             idempotency_keys_return_the_same_job_or_conflict,
             a_batch_is_stored_whole_or_not_at_all,
+            a_claimed_job_reads_as_running_everywhere,
             cancel_stops_every_unfinished_step,
             rescue_all_at_start_requeues_running_steps,
             prune_deletes_only_old_finished_jobs,

@@ -4,7 +4,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
-use super::rows::{self, DEAD_LETTER_COLUMNS, JOB_COLUMNS, STEP_COLUMNS};
+use super::rows::{self, DEAD_LETTER_COLUMNS, JOB_COLUMNS, JOB_STATUS, STEP_COLUMNS};
 use super::{endpoints, steps};
 use crate::clock::Millis;
 use crate::job::{
@@ -257,7 +257,7 @@ pub fn delivery_input(
 pub fn list(conn: &Connection, filter: &JobFilter) -> Result<Vec<Job>> {
     let mut statement = conn.prepare_cached(&format!(
         "SELECT {JOB_COLUMNS} FROM jobs
-         WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR id < ?2)
+         WHERE (?1 IS NULL OR {JOB_STATUS} = ?1) AND (?2 IS NULL OR id < ?2)
            AND (?3 IS NULL OR EXISTS (SELECT 1 FROM steps WHERE steps.job_id = jobs.id
                                       AND steps.kind = 'collect' AND steps.name = ?3))
          ORDER BY id DESC LIMIT ?4 + 0"
@@ -415,7 +415,18 @@ pub fn snapshot(conn: &Connection, now: Millis) -> Result<Snapshot> {
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     };
-    let jobs_by_status = grouped("SELECT status, COUNT(*) FROM jobs GROUP BY status")?;
+    let mut jobs_by_status = grouped("SELECT status, COUNT(*) FROM jobs GROUP BY status")?;
+    // Jobs stored as queued whose first attempt is in flight are running (`rows::JOB_STATUS`):
+    // counted from the running steps, not by probing every queued job.
+    let in_flight: u64 = conn
+        .prepare_cached(
+            "SELECT COUNT(DISTINCT steps.job_id) FROM steps JOIN jobs ON jobs.id = steps.job_id
+             WHERE steps.state = 'running' AND jobs.status = 'queued'",
+        )?
+        .query_row([], |row| row.get(0))?;
+    if in_flight > 0 {
+        move_count(&mut jobs_by_status, "queued", "running", in_flight);
+    }
     let steps_by_state = grouped("SELECT state, COUNT(*) FROM steps GROUP BY state")?;
     let queue_depth = conn
         .prepare_cached(
@@ -433,6 +444,20 @@ pub fn snapshot(conn: &Connection, now: Millis) -> Result<Snapshot> {
         breakers: Vec::new(),
         pipeline_stages: Vec::new(),
     })
+}
+
+/// Moves `count` from the `from` group to the `to` group of `groups`.
+fn move_count(groups: &mut Vec<(String, u64)>, from: &str, to: &str, count: u64) {
+    for (name, n) in groups.iter_mut() {
+        if name == from {
+            *n = n.saturating_sub(count);
+        }
+    }
+    match groups.iter_mut().find(|(name, _)| name == to) {
+        Some((_, n)) => *n += count,
+        None => groups.push((to.to_owned(), count)),
+    }
+    groups.retain(|(_, n)| *n > 0);
 }
 
 /// SQLite's own check plus the domain's: orphan rows, leases on steps that are not running,
@@ -478,7 +503,7 @@ pub fn integrity(conn: &Connection) -> Result<Vec<String>> {
             problems.push(format!("{count} {what}"));
         }
     }
-    let mut jobs = conn.prepare("SELECT id, status FROM jobs")?;
+    let mut jobs = conn.prepare(&format!("SELECT id, {JOB_STATUS} FROM jobs"))?;
     let mut steps =
         conn.prepare_cached("SELECT kind, state, attempt FROM steps WHERE job_id = ?1")?;
     let mut mismatched = 0;

@@ -14,7 +14,8 @@ use crate::job::{
 };
 use crate::store::{Error, Result};
 
-/// Leases up to `limit` due steps to `owner`, oldest due first, and marks their jobs running.
+/// Leases up to `limit` due steps to `owner`, oldest due first. Their jobs' rows are not
+/// written: a job reads as running from its running step (`rows::JOB_STATUS`).
 /// The steps come back as stored ([`RawStep`]): [`claimed`] parses them on the caller's
 /// thread, not on the writer's.
 ///
@@ -50,27 +51,6 @@ pub fn claim(
         step.lease(owner, lease_until, now);
         lease.execute(params![step.id(), step.attempt(), owner, lease_until, now])?;
     }
-    if claimed.is_empty() {
-        return Ok(claimed);
-    }
-    // A claimed step has started, so its job is running (`JobStatus::derive`): one statement
-    // for every job of the claim, their ids passed as a JSON array.
-    let mut ids = String::with_capacity(claimed.len() * 40 + 2);
-    ids.push('[');
-    for (index, step) in claimed.iter().enumerate() {
-        if index > 0 {
-            ids.push(',');
-        }
-        ids.push('"');
-        ids.push_str(step.job_id());
-        ids.push('"');
-    }
-    ids.push(']');
-    let mut mark_running = conn.prepare_cached(
-        "UPDATE jobs SET status = 'running', updated_at = ?2
-         WHERE id IN (SELECT value FROM json_each(?1)) AND status = 'queued'",
-    )?;
-    mark_running.execute(params![ids, now])?;
     Ok(claimed)
 }
 
