@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_metrics.sql"),
     include_str!("migrations/0006_platforms.sql"),
     include_str!("migrations/0007_lookups.sql"),
+    include_str!("migrations/0008_status_index.sql"),
 ];
 
 /// Prepared statements each connection keeps. The store runs well over a hundred distinct
