@@ -234,18 +234,10 @@ pub fn from_event_log(payload: &str) -> Result<EventBatch, String> {
 /// Writes a batch in the first log form (tests of the replay of old logs).
 #[cfg(test)]
 pub(crate) fn to_event_log(events: &[Event]) -> String {
-    use serde::ser::SerializeTuple;
-    struct Logged<'a>(&'a Event);
-    impl Serialize for Logged<'_> {
-        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            let mut tuple = serializer.serialize_tuple(3)?;
-            tuple.serialize_element(&self.0.key.to_string())?;
-            tuple.serialize_element(&self.0.kind)?;
-            tuple.serialize_element(&self.0.value)?;
-            tuple.end()
-        }
-    }
-    let logged: Vec<Logged<'_>> = events.iter().map(Logged).collect();
+    let logged: Vec<_> = events
+        .iter()
+        .map(|event| (event.key.to_string(), event.kind, event.value))
+        .collect();
     serde_json::to_string(&logged).expect("events serialise")
 }
 

@@ -170,18 +170,17 @@ impl MetricsRegistry {
                 .get_mut(shard)
                 .expect("every series' shard was locked above");
             // The key is cloned only for a new series.
-            match shard.get_mut(&series.key) {
-                Some(existing) => {
-                    for &value in &series.values {
-                        existing.apply(value, at);
-                    }
+            let apply_all = |target: &mut Windowed| {
+                for &value in &series.values {
+                    target.apply(value, at);
                 }
+            };
+            match shard.get_mut(&series.key) {
+                Some(existing) => apply_all(existing),
                 None => {
                     let mut new =
                         Windowed::new(series.kind, at, self.window_width, self.keep_windows);
-                    for &value in &series.values {
-                        new.apply(value, at);
-                    }
+                    apply_all(&mut new);
                     shard.insert(series.key.clone(), new);
                 }
             }

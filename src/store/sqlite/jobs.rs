@@ -85,9 +85,10 @@ fn replay(conn: &Connection, job: &JobRows) -> Result<Option<Job>> {
     Ok(Some(job))
 }
 
-/// Stores new jobs in one transaction, all or none: every idempotency key is checked before
-/// the first job is written, so a conflict leaves nothing behind. Each entry is the job an
-/// earlier request stored under the same key (`Some`) or `None` for a job stored now.
+/// Stores new jobs in one transaction, all or none, unless an idempotency key names a live
+/// job: that job is returned instead (`Some`), or `Conflict` when the key came with another
+/// request body. Every key is checked before the first job is written, so a conflict leaves
+/// nothing behind. `None` is a job stored now.
 pub fn insert_all(conn: &Connection, jobs: &[JobRows]) -> Result<Vec<Option<Job>>> {
     let replayed = jobs
         .iter()
@@ -99,16 +100,6 @@ pub fn insert_all(conn: &Connection, jobs: &[JobRows]) -> Result<Vec<Option<Job>
         }
     }
     Ok(replayed)
-}
-
-/// Stores a new job, unless its idempotency key names a live one: that job is returned
-/// instead (`Some`), or `Conflict` when the key came with another request body.
-pub fn insert(conn: &Connection, job: &JobRows) -> Result<Option<Job>> {
-    if let Some(job) = replay(conn, job)? {
-        return Ok(Some(job));
-    }
-    write(conn, job)?;
-    Ok(None)
 }
 
 /// Writes a new job's rows (and its idempotency key, replacing an expired one).
@@ -156,7 +147,7 @@ fn write(conn: &Connection, job: &JobRows) -> Result<()> {
     Ok(())
 }
 
-/// What creating `job` gave: the job just stored, or the one `insert` returned instead.
+/// What creating `job` gave: the job just stored, or the one `insert_all` returned instead.
 pub fn created(job: NewJob, replayed: Option<Job>) -> Created {
     match replayed {
         Some(job) => Created {
@@ -177,10 +168,10 @@ pub fn created(job: NewJob, replayed: Option<Job>) -> Created {
     }
 }
 
-/// Stores a new job (see [`insert`]) in one call, for writes that create a job among others.
-#[allow(dead_code, reason = "used by writes that create jobs among other rows")]
+/// Stores a new job (see [`insert_all`]) in one call, for writes that create a job among
+/// others.
 pub fn create(conn: &Connection, job: &NewJob) -> Result<Created> {
-    let replayed = insert(conn, &JobRows::new(job))?;
+    let replayed = insert_all(conn, &[JobRows::new(job)])?.pop().flatten();
     Ok(created(job.clone(), replayed))
 }
 

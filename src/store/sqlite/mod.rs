@@ -198,15 +198,10 @@ impl Store for SqliteStore {
     }
 
     async fn create_job(&self, job: NewJob) -> Result<Created> {
-        let rows = jobs::JobRows::new(&job);
-        let replayed = self
-            .write(move |conn| {
-                let replayed = jobs::insert(conn, &rows)?;
-                let wake = wake_if(replayed.is_none());
-                Ok((replayed, wake))
-            })
-            .await?;
-        Ok(jobs::created(job, replayed))
+        self.create_jobs(vec![job])
+            .await?
+            .pop()
+            .ok_or_else(|| Error::Database("a created job went missing".into()))
     }
 
     async fn create_jobs(&self, new: Vec<NewJob>) -> Result<Vec<Created>> {
