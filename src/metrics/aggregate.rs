@@ -12,13 +12,17 @@ use super::sketch::Sketch;
 use crate::clock::Millis;
 
 /// The aggregation state of one series (or one window of it).
+///
+/// The larger meter and timer states are boxed so that counters and gauges, most series in
+/// practice, take 80 bytes a window rather than the timer's 192 (serde sees through the box,
+/// so snapshots are unchanged).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Aggregate {
     Counter(CounterState),
     Gauge(GaugeState),
-    Meter(MeterState),
-    Timer(TimerState),
+    Meter(Box<MeterState>),
+    Timer(Box<TimerState>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,15 +85,15 @@ impl Aggregate {
                 min: None,
                 max: None,
             }),
-            MetricType::Meter => Aggregate::Meter(MeterState {
+            MetricType::Meter => Aggregate::Meter(Box::new(MeterState {
                 first_at: at,
                 updated_at: at,
                 count: 0,
                 value: None,
                 sum: 0.0,
                 rates: MovingRates::new(at),
-            }),
-            MetricType::Timer => Aggregate::Timer(TimerState {
+            })),
+            MetricType::Timer => Aggregate::Timer(Box::new(TimerState {
                 first_at: at,
                 updated_at: at,
                 count: 0,
@@ -99,7 +103,7 @@ impl Aggregate {
                 mean: 0.0,
                 m2: 0.0,
                 sketch: Sketch::new(),
-            }),
+            })),
         }
     }
 

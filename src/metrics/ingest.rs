@@ -31,6 +31,9 @@ const DELETE_KIND: &str = "delete";
 /// How long a batch id is recognised after its batch.
 const BATCH_ID_TTL: Duration = Duration::from_secs(24 * 3600);
 
+/// Most bytes of one stored part of a snapshot.
+const SNAPSHOT_PART_BYTES: usize = 1 << 20;
+
 /// Why a batch (or a deletion) was not taken.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -166,10 +169,14 @@ impl MetricsService {
     ) -> Result<Arc<Self>, StoreError> {
         let registry = MetricsRegistry::new(config.window, config.keep_windows);
         let mut through = 0;
-        if let Some((seq, data)) = store.metric_snapshot().await? {
-            let series: Vec<(SeriesKey, Windowed)> = serde_json::from_slice(&data)
-                .map_err(|error| StoreError::Corrupt(format!("metric snapshot: {error}")))?;
-            registry.restore(series);
+        if let Some((seq, parts)) = store.metric_snapshot().await? {
+            for (index, part) in parts.into_iter().enumerate() {
+                let series: Vec<(SeriesKey, Windowed)> =
+                    serde_json::from_slice(&part).map_err(|error| {
+                        StoreError::Corrupt(format!("metric snapshot part {index}: {error}"))
+                    })?;
+                registry.restore(series);
+            }
             through = seq;
         }
         let entries = store.metric_log_after(through).await?;
@@ -492,21 +499,21 @@ impl MetricsService {
     /// Writes a snapshot of every aggregate and drops the log it covers.
     pub async fn snapshot(&self) -> Result<(), StoreError> {
         let _alone = self.gate.write().await;
-        let (through, data) = {
+        let (through, parts) = {
             // A batch whose request went away may still be flushing: it is either wholly in
             // this snapshot and covered by `through`, or in neither.
             let _applying = lock(&self.applying);
             let through = self.last_seq.load(Ordering::SeqCst);
-            let mut data = Vec::new();
-            self.registry
-                .write_snapshot(&mut data)
+            let parts = self
+                .registry
+                .write_snapshot(SNAPSHOT_PART_BYTES)
                 .map_err(|error| StoreError::Database(format!("metric snapshot: {error}")))?;
-            (through, data)
+            (through, parts)
         };
         let now = self.clock.now();
         let keep_after = now - BATCH_ID_TTL.as_millis() as Millis;
         self.store
-            .save_metric_snapshot(through, data, keep_after, now)
+            .save_metric_snapshot(through, parts, keep_after, now)
             .await?;
         self.since_snapshot.store(0, Ordering::Relaxed);
         Ok(())

@@ -264,24 +264,42 @@ impl MetricsRegistry {
         series
     }
 
-    /// Writes every series as the JSON of a `Vec<(SeriesKey, Windowed)>` (what [`Self::snapshot`]
-    /// returns, unsorted), serialising each shard under its lock instead of copying it first,
-    /// so a snapshot costs memory for its text only. The same cut caveat as `snapshot` holds.
-    pub fn write_snapshot(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
-        out.push(b'[');
-        let mut first = true;
+    /// Writes every series as JSON texts of `Vec<(SeriesKey, Windowed)>` (together what
+    /// [`Self::snapshot`] returns, unsorted), each at most `part_bytes` long (one series longer
+    /// than that is a part of its own); no series, no parts. Each shard is serialised under its lock instead of being
+    /// copied first, and the store takes the parts one by one, so a snapshot costs memory for
+    /// its text and one part, not for several copies of the whole. The same cut caveat as
+    /// `snapshot` holds.
+    pub fn write_snapshot(&self, part_bytes: usize) -> serde_json::Result<Vec<Vec<u8>>> {
+        let new_part = || {
+            let mut part = Vec::with_capacity(part_bytes + 2);
+            part.push(b'[');
+            part
+        };
+        let mut parts = Vec::new();
+        let mut part = new_part();
+        let mut entry = Vec::new();
         for shard in 0..SHARDS {
             let guard = self.lock(shard);
-            for entry in guard.iter() {
-                if !first {
-                    out.push(b',');
+            for pair in guard.iter() {
+                entry.clear();
+                serde_json::to_writer(&mut entry, &pair)?;
+                if part.len() > 1 && part.len() + entry.len() + 1 > part_bytes {
+                    part.push(b']');
+                    parts.push(std::mem::replace(&mut part, new_part()));
                 }
-                first = false;
-                serde_json::to_writer(&mut *out, &entry)?;
+                if part.len() > 1 {
+                    part.push(b',');
+                }
+                part.extend_from_slice(&entry);
             }
         }
-        out.push(b']');
-        Ok(())
+        if part.len() > 1 {
+            part.push(b']');
+            part.shrink_to_fit();
+            parts.push(part);
+        }
+        Ok(parts)
     }
 
     /// Each series' key and type.
@@ -479,17 +497,28 @@ mod tests {
             })
             .collect();
         apply(&registry, events, 1_000).expect("apply");
-        let mut text = Vec::new();
-        registry.write_snapshot(&mut text).expect("write");
-        let mut read: Vec<(SeriesKey, Windowed)> = serde_json::from_slice(&text).expect("read");
+        // Parts of about 200 bytes: each a JSON array of whole series, none empty.
+        let parts = registry.write_snapshot(200).expect("write");
+        assert!(parts.len() > 1, "{} parts", parts.len());
+        let mut read: Vec<(SeriesKey, Windowed)> = Vec::new();
+        for part in &parts {
+            let series: Vec<(SeriesKey, Windowed)> = serde_json::from_slice(part).expect("read");
+            assert!(!series.is_empty());
+            assert!(
+                part.len() <= 200 || series.len() == 1,
+                "{} bytes",
+                part.len()
+            );
+            read.extend(series);
+        }
         read.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(read, registry.snapshot());
         let mut kinds = registry.kinds();
         kinds.sort();
         assert_eq!(kinds.len(), 7);
+        let one = registry.write_snapshot(1 << 20).expect("write");
+        assert_eq!(one.len(), 1);
         let empty = MetricsRegistry::new(Duration::from_secs(60), 3);
-        let mut text = Vec::new();
-        empty.write_snapshot(&mut text).expect("write");
-        assert_eq!(text, b"[]");
+        assert!(empty.write_snapshot(1 << 20).expect("write").is_empty());
     }
 }

@@ -131,6 +131,12 @@ impl Windowed {
             .get(position)
             .is_some_and(|window| window.start == start);
         if !exists {
+            // Grow from one window, not `VecDeque`'s first four: most series see few windows
+            // before they go idle, and with 100 000 series the spare windows added up.
+            if self.windows.len() == self.windows.capacity() {
+                let more = self.windows.len().clamp(1, self.keep);
+                self.windows.reserve_exact(more);
+            }
             let aggregate = Aggregate::new(self.kind(), start);
             self.windows.insert(position, Window { start, aggregate });
         }

@@ -272,8 +272,8 @@ pub trait Store: Send + Sync {
         entries: Vec<NewLogEntry>,
         now: Millis,
     ) -> Result<Vec<Option<i64>>>;
-    /// The metric snapshot, if any: `(through_seq, data)`.
-    async fn metric_snapshot(&self) -> Result<Option<(i64, Vec<u8>)>>;
+    /// The metric snapshot, if any: `(through_seq, parts)`, each part a JSON array of series.
+    async fn metric_snapshot(&self) -> Result<Option<(i64, Vec<Vec<u8>>)>>;
     /// Metric log entries after `seq`, in order.
     async fn metric_log_after(&self, seq: i64) -> Result<Vec<LogEntry>>;
     /// Replaces the metric snapshot and drops the log payloads it covers; batch ids received
@@ -281,7 +281,7 @@ pub trait Store: Send + Sync {
     async fn save_metric_snapshot(
         &self,
         through_seq: i64,
-        data: Vec<u8>,
+        parts: Vec<Vec<u8>>,
         keep_ids_after: Millis,
         now: Millis,
     ) -> Result<()>;

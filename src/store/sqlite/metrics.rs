@@ -28,12 +28,20 @@ pub fn append(
     Ok(Some(conn.last_insert_rowid()))
 }
 
-/// The snapshot, if any: `(through_seq, data)`.
-pub fn snapshot(conn: &Connection) -> Result<Option<(i64, Vec<u8>)>> {
-    Ok(conn
-        .prepare_cached("SELECT through_seq, data FROM metric_snapshot WHERE id = 1")?
-        .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
-        .optional()?)
+/// The snapshot, if any: `(through_seq, parts)` in order.
+pub fn snapshot(conn: &Connection) -> Result<Option<(i64, Vec<Vec<u8>>)>> {
+    let Some(through) = conn
+        .prepare_cached("SELECT through_seq FROM metric_snapshot WHERE id = 1")?
+        .query_row([], |row| row.get(0))
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let parts = conn
+        .prepare_cached("SELECT data FROM metric_snapshot_part ORDER BY part")?
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<Vec<Vec<u8>>>>()?;
+    Ok(Some((through, parts)))
 }
 
 /// Entries after `seq` that still carry their payload, in order.
@@ -60,16 +68,23 @@ pub fn entries_after(conn: &Connection, seq: i64) -> Result<Vec<LogEntry>> {
 pub fn save_snapshot(
     conn: &Connection,
     through_seq: i64,
-    data: &[u8],
+    parts: &[Vec<u8>],
     keep_ids_after: Millis,
     now: Millis,
 ) -> Result<()> {
     conn.prepare_cached(
-        "INSERT INTO metric_snapshot (id, through_seq, data, taken_at) VALUES (1, ?1, ?2, ?3)
-         ON CONFLICT (id) DO UPDATE SET through_seq = excluded.through_seq, data = excluded.data,
+        "INSERT INTO metric_snapshot (id, through_seq, taken_at) VALUES (1, ?1, ?2)
+         ON CONFLICT (id) DO UPDATE SET through_seq = excluded.through_seq,
              taken_at = excluded.taken_at",
     )?
-    .execute(params![through_seq, data, now])?;
+    .execute(params![through_seq, now])?;
+    conn.prepare_cached("DELETE FROM metric_snapshot_part")?
+        .execute([])?;
+    let mut insert =
+        conn.prepare_cached("INSERT INTO metric_snapshot_part (part, data) VALUES (?1, ?2)")?;
+    for (index, part) in parts.iter().enumerate() {
+        insert.execute(params![index as i64, part])?;
+    }
     conn.prepare_cached(
         "DELETE FROM metric_log WHERE seq <= ?1 AND (batch_id IS NULL OR received_at < ?2)",
     )?

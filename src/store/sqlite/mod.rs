@@ -722,7 +722,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn metric_snapshot(&self) -> Result<Option<(i64, Vec<u8>)>> {
+    async fn metric_snapshot(&self) -> Result<Option<(i64, Vec<Vec<u8>>)>> {
         self.read(metrics::snapshot).await
     }
 
@@ -734,13 +734,13 @@ impl Store for SqliteStore {
     async fn save_metric_snapshot(
         &self,
         through_seq: i64,
-        data: Vec<u8>,
+        parts: Vec<Vec<u8>>,
         keep_ids_after: Millis,
         now: Millis,
     ) -> Result<()> {
         self.write(move |conn| {
             Ok((
-                metrics::save_snapshot(conn, through_seq, &data, keep_ids_after, now)?,
+                metrics::save_snapshot(conn, through_seq, &parts, keep_ids_after, now)?,
                 Wake::No,
             ))
         })

@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_platforms.sql"),
     include_str!("migrations/0007_lookups.sql"),
     include_str!("migrations/0008_status_index.sql"),
+    include_str!("migrations/0009_metric_snapshot_parts.sql"),
 ];
 
 /// Prepared statements each connection keeps. The store runs well over a hundred distinct
@@ -56,5 +57,26 @@ mod tests {
         let mut conn = Connection::open_in_memory().expect("open");
         assert_eq!(migrate(&mut conn).expect("first"), MIGRATIONS.len());
         assert_eq!(migrate(&mut conn).expect("second"), 0);
+    }
+
+    #[test]
+    fn a_one_blob_metric_snapshot_becomes_the_first_part() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        for sql in &MIGRATIONS[..8] {
+            conn.execute_batch(sql).expect("migration");
+        }
+        conn.pragma_update(None, "user_version", 8)
+            .expect("version");
+        conn.execute(
+            "INSERT INTO metric_snapshot (id, through_seq, data, taken_at) VALUES (1, 42, ?1, 7)",
+            [b"[[{\"name\":\"a\"},{}]]".to_vec()],
+        )
+        .expect("old snapshot");
+        assert_eq!(migrate(&mut conn).expect("0009"), MIGRATIONS.len() - 8);
+        let (through, parts) = super::super::metrics::snapshot(&conn)
+            .expect("read")
+            .expect("a snapshot");
+        assert_eq!(through, 42);
+        assert_eq!(parts, vec![b"[[{\"name\":\"a\"},{}]]".to_vec()]);
     }
 }
