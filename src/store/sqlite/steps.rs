@@ -224,7 +224,7 @@ pub fn finish(
                 row.get::<_, i64>(8)?,
             ));
         }
-        facts.push((kind, step_state, attempt > 0));
+        facts.push((row.get(0)?, (kind, step_state, attempt > 0)));
     }
     drop(rows);
     let Some((mut ending, pages)) = ending else {
@@ -352,18 +352,21 @@ fn after_attempt(
     Ok(woke || state == StepState::Retrying)
 }
 
-/// What `JobStatus::derive` needs of each of a job's steps.
-type StepFacts = Vec<(StepKind, StepState, bool)>;
+/// Each of a job's steps: its id and what `JobStatus::derive` needs of it.
+type StepFacts = Vec<(i64, (StepKind, StepState, bool))>;
 
 fn job_steps(conn: &Connection, job_id: &str) -> Result<StepFacts> {
     let mut steps =
-        conn.prepare_cached("SELECT kind, state, attempt FROM steps WHERE job_id = ?1")?;
+        conn.prepare_cached("SELECT id, kind, state, attempt FROM steps WHERE job_id = ?1")?;
     let facts = steps
         .query_map([job_id], |row| {
             Ok((
-                rows::step_kind(row, 0)?,
-                rows::step_state(row, 1)?,
-                row.get::<_, u32>(2)? > 0,
+                row.get(0)?,
+                (
+                    rows::step_kind(row, 1)?,
+                    rows::step_state(row, 2)?,
+                    row.get::<_, u32>(3)? > 0,
+                ),
             ))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -371,33 +374,29 @@ fn job_steps(conn: &Connection, job_id: &str) -> Result<StepFacts> {
 }
 
 /// Queues the job's waiting deliver steps once no collect step is left unfinished, and updates
-/// `facts` (the job's steps, just read) to match.
+/// `facts` (the job's steps, just read in this transaction by the one writer) to match. Each is
+/// updated by its id: a one-row update needs no statement journal and no temporary table, which
+/// a multi-row update checking the job's other steps in a subquery does.
 fn release_deliveries(
     conn: &Connection,
     job_id: &str,
     facts: &mut StepFacts,
     now: Millis,
 ) -> Result<bool> {
-    // Most finishing steps have no delivery waiting on them (a job without sinks, or another
-    // source still open): the job's steps, read anyway for its status, say so.
-    let waiting = facts
-        .iter()
-        .any(|(_, state, _)| *state == StepState::Waiting);
     let open_source = facts
         .iter()
-        .any(|(kind, state, _)| *kind == StepKind::Collect && !state.is_terminal());
-    if !waiting || open_source {
+        .any(|(_, (kind, state, _))| *kind == StepKind::Collect && !state.is_terminal());
+    if open_source {
         return Ok(false);
     }
     let mut release = conn.prepare_cached(
-        "UPDATE steps SET state = 'queued', run_at = ?2, deadline_at = ?2 + budget_ms, updated_at = ?2
-         WHERE job_id = ?1 AND state = 'waiting'
-           AND NOT EXISTS (SELECT 1 FROM steps AS open WHERE open.job_id = ?1 AND open.kind = 'collect'
-                             AND open.state NOT IN ('succeeded', 'failed', 'dead', 'cancelled'))",
+        "UPDATE steps SET state = 'queued', run_at = ?3, deadline_at = ?3 + budget_ms, updated_at = ?3
+         WHERE id = ?1 AND job_id = ?2 AND state = 'waiting'",
     )?;
-    let released = release.execute(params![job_id, now])? > 0;
-    for (_, state, _) in facts.iter_mut() {
+    let mut released = false;
+    for (id, (_, state, _)) in facts.iter_mut() {
         if *state == StepState::Waiting {
+            released |= release.execute(params![*id, job_id, now])? > 0;
             *state = StepState::Queued;
         }
     }
@@ -417,7 +416,7 @@ fn store_status(
     facts: StepFacts,
     now: Millis,
 ) -> Result<JobStatus> {
-    let status = JobStatus::derive(facts);
+    let status = JobStatus::derive(facts.into_iter().map(|(_, fact)| fact));
     let finished_at = status.is_terminal().then_some(now);
     let mut update = conn.prepare_cached(
         "UPDATE jobs SET status = ?2, updated_at = ?3, finished_at = ?4 WHERE id = ?1 AND status != ?2",
