@@ -508,7 +508,7 @@ async fn paced(table: &mut Table, receiver: &Receiver, total: usize, gap: Durati
 fn main() {
     let quick = common::quick();
     let scale = |n: usize| if quick { n / 10 } else { n };
-    common::start("callback", quick);
+    let cores = common::start("callback", quick);
     let engine = engine_config();
     let concurrency = engine.concurrency;
     println!(
@@ -519,6 +519,7 @@ fn main() {
 
     let runtime = common::runtime();
     let mut table = Table::default();
+    common::machine_row(&mut table, cores);
     runtime.block_on(async {
         let receiver = Receiver::start().await;
         let body_len = callback_body_len(&receiver).await;

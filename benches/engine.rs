@@ -34,9 +34,8 @@ use tempfile::TempDir;
 mod common;
 
 use common::{
-    AppServer as Server, Table, commit_latency, create_many, engine_config, finish, fmt_ms,
-    http_client, jobs_with_status, load_average, noop_job_template, now_ms, percentiles,
-    process_cpu, rate, selected, verdict,
+    AppServer as Server, Table, create_many, engine_config, finish, fmt_ms, http_client,
+    jobs_with_status, noop_job_template, now_ms, percentiles, process_cpu, rate, selected, verdict,
 };
 
 /// Client tasks (and keep-alive connections) of the concurrent runs.
@@ -734,13 +733,7 @@ fn main() {
     );
 
     let mut table = Table::default();
-    let fsync = commit_latency();
-    table.row(
-        "0 machine",
-        "one small synchronous=FULL commit (p50)",
-        fmt_ms(fsync),
-        format!("{cores} cores, load {}", load_average()),
-    );
+    common::machine_row(&mut table, cores);
 
     let n = scale(50_000);
     eprintln!("baseline…");

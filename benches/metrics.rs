@@ -40,8 +40,8 @@ use tokio_util::sync::CancellationToken;
 mod common;
 
 use common::{
-    AppServer, Table, commit_latency, cpu_micros_per, env_usize, finish, fmt_ms, http_client,
-    load_average, percentiles, process_cpu, rate, selected, verdict,
+    AppServer, Table, cpu_micros_per, env_usize, finish, fmt_ms, http_client, percentiles,
+    process_cpu, rate, selected, verdict,
 };
 
 /// Events in one batch of section 2 and 0.
@@ -637,12 +637,7 @@ fn main() {
 
     let runtime = common::runtime();
     let mut table = Table::default();
-    table.row(
-        "0 machine",
-        "one small synchronous=FULL commit (p50)",
-        fmt_ms(commit_latency()),
-        format!("{cores} cores, load {}", load_average()),
-    );
+    common::machine_row(&mut table, cores);
     runtime.block_on(async {
         if selected("rss") {
             eprintln!("memory with {series} series…");

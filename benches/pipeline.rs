@@ -419,7 +419,7 @@ fn main() {
         .split(',')
         .map(|count| count.trim().parse::<u32>().expect("a worker count"))
         .collect();
-    common::start("pipeline", quick);
+    let cores = common::start("pipeline", quick);
     println!(
         "run: {} messages in {} pages of {}; source: axum mock on 127.0.0.1 (pre-serialised \
          pages), in this process",
@@ -440,6 +440,7 @@ fn main() {
     let pages = serialised_pages(params);
     let runtime = common::runtime();
     let mut table = Table::default();
+    common::machine_row(&mut table, cores);
     runtime.block_on(async {
         eprintln!("baseline…");
         let source = Source::start(pages.clone()).await;

@@ -140,8 +140,8 @@ pub fn cpu_micros_per(since: Duration, operations: usize) -> f64 {
     spent.as_secs_f64() * 1e6 / operations as f64
 }
 
-/// Median time of one small `synchronous=FULL` commit on the temp directory's disk.
-pub fn commit_latency() -> Duration {
+/// The time of one small `synchronous=FULL` commit on the temp directory's disk.
+pub fn commit_latency() -> Percentiles {
     let dir = TempDir::new().expect("temp dir");
     let conn = rusqlite::Connection::open(dir.path().join("fsync.db")).expect("open");
     conn.pragma_update(None, "journal_mode", "WAL")
@@ -150,7 +150,7 @@ pub fn commit_latency() -> Duration {
         .expect("synchronous");
     conn.execute_batch("CREATE TABLE t (x INTEGER)")
         .expect("table");
-    let sample = (0..200)
+    let sample = (0..1000)
         .map(|n| {
             let started = Instant::now();
             conn.execute("INSERT INTO t VALUES (?1)", [n])
@@ -158,11 +158,28 @@ pub fn commit_latency() -> Duration {
             started.elapsed()
         })
         .collect();
-    percentiles(sample).p50
+    percentiles(sample)
 }
 
 // ---------------------------------------------------------------------------------------------
 // Servers and clients.
+
+/// The machine row every bench starts with: the latency of one small durable commit, the floor
+/// under any acknowledged write, next to the cores and the load.
+pub fn machine_row(table: &mut Table, cores: usize) {
+    let commit = commit_latency();
+    table.row(
+        "0 machine",
+        "one small synchronous=FULL commit, p50 (1000 commits)",
+        fmt_ms(commit.p50),
+        format!(
+            "p99 {}, max {}; {cores} cores, load {}",
+            fmt_ms(commit.p99),
+            fmt_ms(commit.max),
+            load_average()
+        ),
+    );
+}
 
 /// Serves `service` on `127.0.0.1:0` until `stop` is cancelled; returns its address and task.
 pub async fn serve<M, S>(service: M, stop: CancellationToken) -> (SocketAddr, JoinHandle<()>)
