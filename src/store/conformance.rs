@@ -93,6 +93,28 @@ pub async fn claim_run_finish_derives_status(store: &dyn Store) {
     );
 }
 
+/// Disables `url` as a `410 Gone` from `job_id` would.
+async fn disable(store: &dyn Store, url: &str, job_id: Uuid, at: i64) {
+    store
+        .disable_endpoint(&super::DisabledEndpoint {
+            url: url.into(),
+            reason: "410 Gone".into(),
+            job_id: Some(job_id),
+            disabled_at: at,
+        })
+        .await
+        .expect("disable");
+}
+
+/// The delivery input of an existing job, for a sink sending to `url`.
+async fn input_of(store: &dyn Store, job_id: Uuid, url: &str) -> super::DeliveryInput {
+    store
+        .delivery_input(job_id, Some(url.into()))
+        .await
+        .expect("read")
+        .expect("the job exists")
+}
+
 pub async fn delivery_input_is_one_snapshot_of_what_a_delivery_sends(store: &dyn Store) {
     assert!(
         store
@@ -130,11 +152,7 @@ pub async fn delivery_input_is_one_snapshot_of_what_a_delivery_sends(store: &dyn
             .expect("finish");
     }
     let url = "https://hooks.example/in";
-    let input = store
-        .delivery_input(job.id, Some(url.into()))
-        .await
-        .expect("read")
-        .expect("the job exists");
+    let input = input_of(store, job.id, url).await;
     assert_eq!(input.created_at, 1_000);
     assert_eq!(
         input
@@ -156,30 +174,47 @@ pub async fn delivery_input_is_one_snapshot_of_what_a_delivery_sends(store: &dyn
         ]
     );
     assert!(input.disabled.is_none());
-    store
-        .disable_endpoint(&super::DisabledEndpoint {
-            url: url.into(),
-            reason: "410 Gone".into(),
-            job_id: Some(job.id),
-            disabled_at: 3_000,
-        })
-        .await
-        .expect("disable");
-    let input = store
-        .delivery_input(job.id, Some(url.into()))
-        .await
-        .expect("read")
-        .expect("the job exists");
+    disable(store, url, job.id, 3_000).await;
+    let input = input_of(store, job.id, url).await;
     assert_eq!(
         input.disabled.map(|entry| (entry.url, entry.disabled_at)),
         Some((url.to_owned(), 3_000))
     );
-    let other = store
-        .delivery_input(job.id, Some("https://other.example/".into()))
-        .await
-        .expect("read")
-        .expect("the job exists");
+    let other = input_of(store, job.id, "https://other.example/").await;
     assert!(other.disabled.is_none(), "only the named endpoint");
+}
+
+/// A backend may read small inputs one way and large ones another (SQLite: on the writer's
+/// connection, else from the read pool); a large one still comes whole and in order.
+pub async fn a_large_delivery_input_is_read_whole(store: &dyn Store) {
+    let job = store
+        .create_job(new_job(1, 1, 1_000))
+        .await
+        .expect("create")
+        .job;
+    let claimed = store.claim("w1", 10, 1_000, 31_000).await.expect("claim");
+    let records: Vec<_> = (0..1_000).map(|n| json!({"n": n})).collect();
+    let page = PageWrite {
+        records: records.clone(),
+        ..PageWrite::default()
+    };
+    store
+        .finish(&claimed[0].fence, Outcome::Succeeded, Some(page), 2_000)
+        .await
+        .expect("finish");
+    let url = "https://hooks.example/large";
+    disable(store, url, job.id, 3_000).await;
+    let input = input_of(store, job.id, url).await;
+    assert_eq!(input.sources.len(), 1);
+    assert_eq!(input.sources[0].records, 1_000);
+    assert_eq!(
+        input.records,
+        records
+            .into_iter()
+            .map(|record| (claimed[0].step.id, record))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(input.disabled.map(|entry| entry.disabled_at), Some(3_000));
 }
 
 pub async fn a_fenced_worker_cannot_commit(store: &dyn Store) {
@@ -589,6 +624,7 @@ macro_rules! store_conformance {
         $crate::store_conformance!(@tests $open;
             claim_run_finish_derives_status,
             delivery_input_is_one_snapshot_of_what_a_delivery_sends,
+            a_large_delivery_input_is_read_whole,
             a_fenced_worker_cannot_commit,
             retries_wait_then_dead_letter_and_replay,
             idempotency_keys_return_the_same_job_or_conflict,

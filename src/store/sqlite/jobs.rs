@@ -208,20 +208,31 @@ pub fn detail(conn: &Connection, id: Uuid) -> Result<Option<JobDetail>> {
     }))
 }
 
-/// The job's creation time, collect steps and records, and the endpoint's disabled entry;
-/// run in one read transaction so all come from the same snapshot.
+/// What [`delivery_input`] found.
+pub enum DeliveryRead {
+    Found(DeliveryInput),
+    /// No such job.
+    Missing,
+    /// The job's sources hold more records than the caller would read here.
+    Larger,
+}
+
+/// The job's creation time, collect steps and records, and the endpoint's disabled entry, all
+/// read in the caller's transaction so they come from one snapshot; [`DeliveryRead::Larger`],
+/// before any record is read, when the sources hold more than `most_records`.
 pub fn delivery_input(
     conn: &Connection,
     id: Uuid,
     endpoint: Option<&str>,
-) -> Result<Option<DeliveryInput>> {
+    most_records: Option<u64>,
+) -> Result<DeliveryRead> {
     let key = id.to_string();
     let created_at: Option<Millis> = conn
         .prepare_cached("SELECT created_at FROM jobs WHERE id = ?1")?
         .query_row([&key], |row| row.get(0))
         .optional()?;
     let Some(created_at) = created_at else {
-        return Ok(None);
+        return Ok(DeliveryRead::Missing);
     };
     let sources = conn
         .prepare_cached(&format!(
@@ -229,6 +240,10 @@ pub fn delivery_input(
         ))?
         .query_map([&key], |row| rows::step(row).map(|(step, _)| step))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    if most_records.is_some_and(|most| sources.iter().map(|step| step.records).sum::<u64>() > most)
+    {
+        return Ok(DeliveryRead::Larger);
+    }
     let records = conn
         .prepare_cached("SELECT step_id, data FROM records WHERE job_id = +?1 ORDER BY id")?
         .query_map([&key], |row| Ok((row.get(0)?, rows::json(row, 1)?)))?
@@ -237,7 +252,7 @@ pub fn delivery_input(
         Some(url) => endpoints::get(conn, url)?,
         None => None,
     };
-    Ok(Some(DeliveryInput {
+    Ok(DeliveryRead::Found(DeliveryInput {
         created_at,
         sources,
         records,
