@@ -8,7 +8,6 @@
 //! exactly the state that was acknowledged; a snapshot is taken with ingest paused, so it holds
 //! exactly the batches logged up to its sequence number.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,7 +17,8 @@ use tokio::sync::{RwLock, Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::batch::{self, BatchConflict};
-use super::{Event, EventBatch, MetricType, MetricsConfig, MetricsRegistry, SeriesKey, Windowed};
+use super::claims::{Held, TypeClaims};
+use super::{Event, EventBatch, MetricsConfig, MetricsRegistry, SeriesKey, Windowed};
 use crate::clock::{Millis, SharedClock};
 use crate::store::{Error as StoreError, NewLogEntry, SharedStore};
 
@@ -67,7 +67,7 @@ pub struct MetricsService {
     registry: MetricsRegistry,
     config: MetricsConfig,
     /// The type each known series was claimed with.
-    types: Mutex<HashMap<SeriesKey, MetricType>>,
+    types: TypeClaims,
     /// Ingest holds it shared; a snapshot or a deletion holds it alone.
     gate: RwLock<()>,
     in_flight: Semaphore,
@@ -91,11 +91,13 @@ enum Pending {
     Combined {
         batch: EventBatch,
         logged: Vec<String>,
+        held: Held,
     },
     Identified {
         batch_id: String,
         batch: EventBatch,
         logged: String,
+        held: Held,
     },
     Delete(SeriesKey),
 }
@@ -205,7 +207,7 @@ impl MetricsService {
                 }
             }
         }
-        let types = registry.kinds().into_iter().collect();
+        let types = TypeClaims::settled(registry.kinds());
         if replayed > 0 {
             tracing::info!(
                 replayed,
@@ -219,7 +221,7 @@ impl MetricsService {
             in_flight: Semaphore::new(config.max_in_flight.max(1)),
             registry,
             config,
-            types: Mutex::new(types),
+            types,
             gate: RwLock::new(()),
             last_seq: AtomicI64::new(last),
             since_snapshot: AtomicU64::new(replayed as u64),
@@ -271,42 +273,6 @@ impl MetricsService {
         self.clock.now()
     }
 
-    /// Claims the type of every series in the batch; returns the keys claimed anew (to give
-    /// back if the batch is not logged).
-    fn claim(&self, batch: &EventBatch) -> Result<Vec<SeriesKey>, IngestError> {
-        let mut types = lock(&self.types);
-        let mut claimed: Vec<SeriesKey> = Vec::new();
-        for series in batch.series() {
-            match types.get(&series.key) {
-                Some(existing) if *existing != series.kind => {
-                    let error = IngestError::TypeMismatch {
-                        index: series.first,
-                        key: series.key.to_string(),
-                        existing: existing.as_str(),
-                        got: series.kind.as_str(),
-                    };
-                    for key in &claimed {
-                        types.remove(key);
-                    }
-                    return Err(error);
-                }
-                Some(_) => {}
-                None => {
-                    types.insert(series.key.clone(), series.kind);
-                    claimed.push(series.key.clone());
-                }
-            }
-        }
-        Ok(claimed)
-    }
-
-    fn unclaim(&self, keys: &[SeriesKey]) {
-        let mut types = lock(&self.types);
-        for key in keys {
-            types.remove(key);
-        }
-    }
-
     /// Groups `events` into a batch and ingests it (see [`Self::ingest`]).
     pub async fn ingest_events(
         self: &Arc<Self>,
@@ -328,7 +294,7 @@ impl MetricsService {
             .try_acquire()
             .map_err(|_| IngestError::Saturated)?;
         let _shared = self.gate.read().await;
-        let claimed = self.claim(&batch)?;
+        let held = self.types.claim(&batch)?;
         let accepted = batch.len();
         let logged = batch.to_log();
         let pending = match batch_id {
@@ -336,35 +302,31 @@ impl MetricsService {
                 batch_id,
                 batch,
                 logged,
+                held,
             },
             None => Pending::Combined {
                 batch,
                 logged: vec![logged],
+                held,
             },
         };
-        match self.submit(pending).await {
-            Ok(Some(_)) => Ok(Ingested {
+        // The flusher ends the type claims, logged or not, even if this request goes away.
+        match self.submit(pending).await? {
+            Some(_) => Ok(Ingested {
                 accepted,
                 duplicate: false,
             }),
-            Ok(None) => {
-                self.unclaim(&claimed);
-                Ok(Ingested {
-                    accepted: 0,
-                    duplicate: true,
-                })
-            }
-            Err(error) => {
-                self.unclaim(&claimed);
-                Err(error.into())
-            }
+            None => Ok(Ingested {
+                accepted: 0,
+                duplicate: true,
+            }),
         }
     }
 
     /// Deletes a series durably; `false` when it does not exist.
     pub async fn delete(self: &Arc<Self>, key: &SeriesKey) -> Result<bool, IngestError> {
         let _alone = self.gate.write().await;
-        if !lock(&self.types).contains_key(key) {
+        if !self.types.contains(key) {
             return Ok(false);
         }
         self.submit(Pending::Delete(key.clone())).await?;
@@ -382,21 +344,34 @@ impl MetricsService {
             let max = self.config.max_batch.max(1);
             let alone = match (pending, queue.pending.last_mut()) {
                 (
-                    Pending::Combined { batch, logged },
+                    Pending::Combined {
+                        batch,
+                        logged,
+                        held,
+                    },
                     Some((
                         Pending::Combined {
                             batch: last,
                             logged: last_logged,
+                            held: last_held,
                         },
                         answers,
                     )),
                 ) if last.len() + batch.len() <= max => match last.merge(batch) {
                     Ok(()) => {
                         last_logged.extend(logged);
+                        last_held.absorb(held);
                         answers.push(answer);
                         None
                     }
-                    Err(batch) => Some((Pending::Combined { batch, logged }, answer)),
+                    Err(batch) => Some((
+                        Pending::Combined {
+                            batch,
+                            logged,
+                            held,
+                        },
+                        answer,
+                    )),
                 },
                 (pending, _) => Some((pending, answer)),
             };
@@ -450,7 +425,7 @@ impl MetricsService {
         Some(Writing { queued, now, write })
     }
 
-    /// Applies written entries in order and answers their requests.
+    /// Applies written entries in order, ends their type claims and answers their requests.
     fn settle(
         &self,
         queued: Vec<(Pending, Vec<Answer>)>,
@@ -465,11 +440,14 @@ impl MetricsService {
                 }
             }
         }
-        for (index, (_, waiters)) in queued.into_iter().enumerate() {
+        for (index, (pending, waiters)) in queued.into_iter().enumerate() {
             let answer = match &written {
                 Ok(seqs) => Ok(seqs.get(index).copied().flatten()),
                 Err(error) => Err(error.clone()),
             };
+            if let Pending::Combined { held, .. } | Pending::Identified { held, .. } = pending {
+                self.types.release(held, matches!(answer, Ok(Some(_))));
+            }
             for waiter in waiters {
                 let _ = waiter.send(answer.clone());
             }
@@ -488,7 +466,7 @@ impl MetricsService {
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
             }
             Pending::Delete(key) => {
-                lock(&self.types).remove(key);
+                self.types.remove(key);
                 self.registry.delete(key);
                 self.since_snapshot.fetch_add(1, Ordering::Relaxed);
             }
@@ -552,6 +530,7 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::metrics::AggregateView;
+    use crate::metrics::MetricType;
     use crate::store::sqlite::SqliteStore;
 
     fn counter(name: &str, value: f64) -> Event {

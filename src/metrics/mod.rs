@@ -42,6 +42,7 @@
 
 mod aggregate;
 mod batch;
+mod claims;
 mod config;
 mod event;
 mod ewma;
