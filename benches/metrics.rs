@@ -310,7 +310,7 @@ async fn memory(table: &mut Table, at_start: u64, series: usize, connections: us
         ),
     );
     let asked = Instant::now();
-    server.app.metrics.snapshot().await.expect("snapshot");
+    let taken = server.app.metrics.snapshot().await.expect("snapshot");
     let snapshot = asked.elapsed();
     let after = rss();
     let peak = status_bytes("VmHWM");
@@ -319,8 +319,11 @@ async fn memory(table: &mut Table, at_start: u64, series: usize, connections: us
         "after one snapshot of them",
         mib(after),
         format!(
-            "snapshot took {}; peak VmHWM {}: {}",
+            "snapshot of {} series ({}) took {}, ingest paused {}; peak VmHWM {}: {}",
+            taken.series,
+            mib(taken.bytes as u64),
             fmt_ms(snapshot),
+            fmt_ms(taken.ingest_paused),
             mib(peak),
             verdict(peak <= 200 << 20)
         ),

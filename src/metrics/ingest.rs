@@ -5,8 +5,8 @@
 //!
 //! Invariants: a series' type is claimed (under one lock) before its batch is logged, so two
 //! concurrent batches can never log different types for one new series and the log replays to
-//! exactly the state that was acknowledged; a snapshot is taken with ingest paused, so it holds
-//! exactly the batches logged up to its sequence number.
+//! exactly the state that was acknowledged; a snapshot is serialised with ingest paused, so it
+//! holds exactly the batches logged up to its sequence number.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -60,6 +60,17 @@ pub struct Ingested {
     pub duplicate: bool,
 }
 
+/// What a snapshot wrote.
+#[derive(Debug, Clone, Copy)]
+pub struct SnapshotTaken {
+    pub series: usize,
+    /// Serialised size of the aggregates.
+    pub bytes: usize,
+    /// How long ingest waited: until in-flight batches were applied and the aggregates
+    /// serialised (not while they were written).
+    pub ingest_paused: Duration,
+}
+
 /// Metric ingest and the aggregates behind the query routes.
 pub struct MetricsService {
     store: SharedStore,
@@ -82,6 +93,8 @@ pub struct MetricsService {
     /// Held while the flusher applies entries and moves `last_seq`, and while a snapshot
     /// reads both.
     applying: Mutex<()>,
+    /// Held through a whole snapshot, its write included.
+    snapshotting: tokio::sync::Mutex<()>,
 }
 
 /// A log entry waiting for the flusher.
@@ -228,6 +241,7 @@ impl MetricsService {
             statsd: std::sync::OnceLock::new(),
             queue: Mutex::new(Queue::default()),
             applying: Mutex::new(()),
+            snapshotting: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -474,10 +488,16 @@ impl MetricsService {
         self.last_seq.fetch_max(seq, Ordering::SeqCst);
     }
 
-    /// Writes a snapshot of every aggregate and drops the log it covers.
-    pub async fn snapshot(&self) -> Result<(), StoreError> {
-        let _alone = self.gate.write().await;
-        let (through, parts) = {
+    /// Writes a snapshot of every aggregate and drops the log it covers. Ingest is paused only
+    /// while the aggregates are serialised; batches logged while the snapshot is being written
+    /// have later sequence numbers, so the log after `through` still holds them.
+    pub async fn snapshot(&self) -> Result<SnapshotTaken, StoreError> {
+        // One snapshot at a time: an older one saved after a newer one would replace it after
+        // the newer one dropped the log between them.
+        let _one = self.snapshotting.lock().await;
+        let started = std::time::Instant::now();
+        let (through, parts, events) = {
+            let _alone = self.gate.write().await;
             // A batch whose request went away may still be flushing: it is either wholly in
             // this snapshot and covered by `through`, or in neither.
             let _applying = lock(&self.applying);
@@ -486,15 +506,35 @@ impl MetricsService {
                 .registry
                 .write_snapshot(SNAPSHOT_PART_BYTES)
                 .map_err(|error| StoreError::Database(format!("metric snapshot: {error}")))?;
-            (through, parts)
+            (
+                through,
+                parts,
+                self.since_snapshot.swap(0, Ordering::Relaxed),
+            )
+        };
+        let taken = SnapshotTaken {
+            series: self.registry.len(),
+            bytes: parts.iter().map(Vec::len).sum(),
+            ingest_paused: started.elapsed(),
         };
         let now = self.clock.now();
         let keep_after = now - BATCH_ID_TTL.as_millis() as Millis;
-        self.store
+        if let Err(error) = self
+            .store
             .save_metric_snapshot(through, parts, keep_after, now)
-            .await?;
-        self.since_snapshot.store(0, Ordering::Relaxed);
-        Ok(())
+            .await
+        {
+            self.since_snapshot.fetch_add(events, Ordering::Relaxed);
+            return Err(error);
+        }
+        tracing::debug!(
+            through,
+            series = taken.series,
+            bytes = taken.bytes,
+            ingest_paused_ms = taken.ingest_paused.as_millis() as u64,
+            "metric snapshot written"
+        );
+        Ok(taken)
     }
 
     /// Snapshots every `snapshot_every` when something changed, and forgets old batch ids,
@@ -598,6 +638,40 @@ mod tests {
         drop(service);
         let reopened = self::service(dir.path()).await;
         assert_eq!(count(&reopened, "hits"), Some((5.0, 1)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batches_acknowledged_while_snapshots_are_written_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = service(dir.path()).await;
+        let writers: Vec<_> = (0..4)
+            .map(|_| {
+                let service = Arc::clone(&service);
+                tokio::spawn(async move {
+                    for _ in 0..100 {
+                        service
+                            .ingest_events(None, vec![counter("hits", 1.0)])
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        // Snapshots, two at a time, interleaved with the writes.
+        for _ in 0..10 {
+            let (first, second) = tokio::join!(service.snapshot(), service.snapshot());
+            first.unwrap();
+            second.unwrap();
+            tokio::task::yield_now().await;
+        }
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        idle(&service).await;
+        assert_eq!(count(&service, "hits"), Some((400.0, 400)));
+        drop(service);
+        let reopened = self::service(dir.path()).await;
+        assert_eq!(count(&reopened, "hits"), Some((400.0, 400)));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

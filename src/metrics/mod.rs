@@ -65,7 +65,7 @@ pub use event::{
     MetricType, SeriesKey,
 };
 pub use ewma::{MovingRates, TICK_MS};
-pub use ingest::{IngestError, Ingested, MetricsService};
+pub use ingest::{IngestError, Ingested, MetricsService, SnapshotTaken};
 pub use registry::{ListFilter, MetricsRegistry, SeriesView, TypeMismatch};
 pub use sketch::Sketch;
 pub use statsd::{StatsdError, StatsdListener, StatsdStats};
