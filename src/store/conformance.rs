@@ -506,6 +506,80 @@ pub async fn a_claimed_job_reads_as_running_everywhere(store: &dyn Store) {
     assert_eq!(listed(JobStatus::Running).await, Vec::<Uuid>::new());
 }
 
+/// Every status filter agrees with each job's status, pages newest first by the cursor, and
+/// combines with the connector filter.
+pub async fn listing_by_status_pages_within_the_status(store: &dyn Store) {
+    let mut ids = Vec::new();
+    for at in 0..6 {
+        ids.push(
+            store
+                .create_job(new_job(1, 0, at))
+                .await
+                .expect("create")
+                .job
+                .id,
+        );
+    }
+    // Oldest first: jobs 0–3 are claimed; 0 and 1 succeed, 2 fails, 3 stays running;
+    // 4 is cancelled, 5 stays queued.
+    let claimed = store.claim("w", 4, 10, HOUR).await.expect("claim");
+    let outcomes = [
+        Outcome::Succeeded,
+        Outcome::Succeeded,
+        Outcome::Failed {
+            error: error("status"),
+        },
+    ];
+    for (step, outcome) in claimed.iter().zip(outcomes) {
+        store
+            .finish(&step.fence, outcome, None, 20)
+            .await
+            .expect("finish");
+    }
+    store.cancel_job(ids[4], 30).await.expect("cancel");
+    let list = |status, connector: Option<&str>, before| {
+        let filter = JobFilter {
+            status: Some(status),
+            connector: connector.map(str::to_owned),
+            before,
+            limit: 1,
+        };
+        async move {
+            store
+                .list_jobs(&filter)
+                .await
+                .expect("list")
+                .into_iter()
+                .map(|job| (job.id, job.status))
+                .collect::<Vec<_>>()
+        }
+    };
+    for (status, expected) in [
+        (JobStatus::Succeeded, vec![ids[1], ids[0]]),
+        (JobStatus::Failed, vec![ids[2]]),
+        (JobStatus::Running, vec![ids[3]]),
+        (JobStatus::Cancelled, vec![ids[4]]),
+        (JobStatus::Queued, vec![ids[5]]),
+        (JobStatus::PartiallySucceeded, vec![]),
+    ] {
+        // One page of one job at a time, following the cursor.
+        let mut pages = Vec::new();
+        let mut before = None;
+        loop {
+            let page = list(status, None, before).await;
+            let Some(&(id, listed)) = page.first() else {
+                break;
+            };
+            assert_eq!(listed, status, "a job listed under {status:?} reads as it");
+            pages.push(id);
+            before = Some(id);
+        }
+        assert_eq!(pages, expected, "{status:?}");
+    }
+    assert_eq!(list(JobStatus::Failed, Some("noop"), None).await.len(), 1);
+    assert!(list(JobStatus::Failed, Some("http"), None).await.is_empty());
+}
+
 pub async fn cancel_stops_every_unfinished_step(store: &dyn Store) {
     let job = store
         .create_job(new_job(2, 1, 0))
@@ -630,6 +704,7 @@ macro_rules! store_conformance {
             idempotency_keys_return_the_same_job_or_conflict,
             a_batch_is_stored_whole_or_not_at_all,
             a_claimed_job_reads_as_running_everywhere,
+            listing_by_status_pages_within_the_status,
             cancel_stops_every_unfinished_step,
             rescue_all_at_start_requeues_running_steps,
             prune_deletes_only_old_finished_jobs,

@@ -260,24 +260,38 @@ pub fn delivery_input(
     }))
 }
 
+/// A page of jobs, newest first. Only the conditions the filter asks for are written, so a
+/// status is an index range and a cursor a bound on it, never a scan of every job.
 pub fn list(conn: &Connection, filter: &JobFilter) -> Result<Vec<Job>> {
+    let mut conditions = Vec::new();
+    let mut values: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+    if let Some(status) = filter.status {
+        conditions.push(rows::status_condition(status));
+    }
+    if let Some(before) = filter.before {
+        values.push(Box::new(before.to_string()));
+        conditions.push(format!("jobs.id < ?{}", values.len()));
+    }
+    if let Some(connector) = &filter.connector {
+        values.push(Box::new(connector.clone()));
+        conditions.push(format!(
+            "EXISTS (SELECT 1 FROM steps WHERE steps.job_id = jobs.id
+                     AND steps.kind = 'collect' AND steps.name = ?{})",
+            values.len()
+        ));
+    }
+    values.push(Box::new(filter.limit as i64));
+    let condition = if conditions.is_empty() {
+        "1".to_owned()
+    } else {
+        conditions.join(" AND ")
+    };
     let mut statement = conn.prepare_cached(&format!(
-        "SELECT {JOB_COLUMNS} FROM jobs
-         WHERE (?1 IS NULL OR {JOB_STATUS} = ?1) AND (?2 IS NULL OR id < ?2)
-           AND (?3 IS NULL OR EXISTS (SELECT 1 FROM steps WHERE steps.job_id = jobs.id
-                                      AND steps.kind = 'collect' AND steps.name = ?3))
-         ORDER BY id DESC LIMIT ?4 + 0"
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE {condition} ORDER BY jobs.id DESC LIMIT ?{} + 0",
+        values.len()
     ))?;
     let jobs = statement
-        .query_map(
-            params![
-                filter.status.map(|status| status.as_str()),
-                filter.before.map(|id| id.to_string()),
-                filter.connector,
-                filter.limit as i64
-            ],
-            rows::job,
-        )?
+        .query_map(rusqlite::params_from_iter(values), rows::job)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(jobs)
 }

@@ -18,15 +18,41 @@ pub const STEP_COLUMNS: &str = "id, job_id, position, kind, name, state, attempt
 /// of the job row and its status index, a fifth of the store's work per no-op job. So a job
 /// stored as `queued` whose first attempt is in flight has a `running` step, and reads as
 /// `running` here, as `JobStatus::derive` would have stored it.
+/// Whether the job has an attempt in flight.
+macro_rules! running_step {
+    () => {
+        "EXISTS (SELECT 1 FROM steps AS started
+                 WHERE started.job_id = jobs.id AND started.state = 'running')"
+    };
+}
+
 macro_rules! job_status {
     () => {
-        "CASE WHEN jobs.status = 'queued' AND EXISTS (SELECT 1 FROM steps AS started
-                  WHERE started.job_id = jobs.id AND started.state = 'running')
-              THEN 'running' ELSE jobs.status END"
+        concat!(
+            "CASE WHEN jobs.status = 'queued' AND ",
+            running_step!(),
+            " THEN 'running' ELSE jobs.status END"
+        )
     };
 }
 
 pub const JOB_STATUS: &str = job_status!();
+
+/// A condition on `jobs` that holds when the job reads as `status` ([`JOB_STATUS`]), written
+/// on the stored status so the `(status, id)` index serves it: only `queued` and `running`
+/// look at the job's steps.
+pub fn status_condition(status: JobStatus) -> String {
+    match status {
+        JobStatus::Queued => concat!("jobs.status = 'queued' AND NOT ", running_step!()).into(),
+        JobStatus::Running => concat!(
+            "(jobs.status = 'running' OR (jobs.status = 'queued' AND ",
+            running_step!(),
+            "))"
+        )
+        .into(),
+        settled => format!("jobs.status = '{}'", settled.as_str()),
+    }
+}
 
 /// The job columns, in the order `job` reads them, from a query over `jobs`.
 pub const JOB_COLUMNS: &str = concat!(
