@@ -266,10 +266,10 @@ impl MetricsRegistry {
 
     /// Writes every series as JSON texts of `Vec<(SeriesKey, Windowed)>` (together what
     /// [`Self::snapshot`] returns, unsorted), each at most `part_bytes` long (one series longer
-    /// than that is a part of its own); no series, no parts. Each shard is serialised under its lock instead of being
-    /// copied first, and the store takes the parts one by one, so a snapshot costs memory for
-    /// its text and one part, not for several copies of the whole. The same cut caveat as
-    /// `snapshot` holds.
+    /// than that is a part of its own); no series, no parts. Each shard is serialised under its
+    /// lock instead of being copied first, and parts of a fixed size never regrow, so a
+    /// snapshot costs memory for its text once (the store copies one part at a time), not for
+    /// a doubling buffer and copies of the whole. The same cut caveat as `snapshot` holds.
     pub fn write_snapshot(&self, part_bytes: usize) -> serde_json::Result<Vec<Vec<u8>>> {
         let new_part = || {
             let mut part = Vec::with_capacity(part_bytes + 2);
