@@ -182,8 +182,41 @@ fn url_setting(settings: &Value) -> &str {
 }
 
 /// The callback body: the job, its status and timestamps, and each source with its data.
-pub fn body(delivery: &Delivery, sent_at: i64) -> Value {
-    let sources: Vec<Value> = delivery
+///
+/// Serialised from borrowed records (no copy of the collected data into a JSON tree first);
+/// fields are in alphabetical order, as the JSON objects the body was first built from wrote
+/// them, so the bytes receivers see are unchanged.
+#[derive(Serialize)]
+pub struct Body<'a> {
+    data: BodyJob<'a>,
+    timestamp: String,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+#[derive(Serialize)]
+struct BodyJob<'a> {
+    collected_at: String,
+    created_at: String,
+    id: uuid::Uuid,
+    sources: Vec<BodySource<'a>>,
+    status: crate::job::JobStatus,
+}
+
+#[derive(Serialize)]
+struct BodySource<'a> {
+    attempts: u32,
+    connector: &'a str,
+    data: Vec<&'a Value>,
+    error: Option<&'a str>,
+    name: &'a str,
+    records: usize,
+    status: crate::job::StepState,
+}
+
+/// The body of `delivery` sent at `sent_at`.
+pub fn body(delivery: &Delivery, sent_at: i64) -> Body<'_> {
+    let sources = delivery
         .sources
         .iter()
         .map(|source| {
@@ -193,28 +226,28 @@ pub fn body(delivery: &Delivery, sent_at: i64) -> Value {
                 .filter(|(step_id, _)| *step_id == source.step_id)
                 .map(|(_, record)| record)
                 .collect();
-            json!({
-                "name": source.name,
-                "connector": source.connector,
-                "status": source.state,
-                "attempts": source.attempts,
-                "error": source.error,
-                "records": data.len(),
-                "data": data,
-            })
+            BodySource {
+                attempts: source.attempts,
+                connector: &source.connector,
+                records: data.len(),
+                data,
+                error: source.error.as_deref(),
+                name: &source.name,
+                status: source.state,
+            }
         })
         .collect();
-    json!({
-        "type": format!("job.{}", delivery.status.as_str()),
-        "timestamp": rfc3339(sent_at),
-        "data": {
-            "id": delivery.job_id,
-            "status": delivery.status,
-            "created_at": rfc3339(delivery.created_at),
-            "collected_at": rfc3339(delivery.collected_at),
-            "sources": sources,
-        }
-    })
+    Body {
+        data: BodyJob {
+            collected_at: rfc3339(delivery.collected_at),
+            created_at: rfc3339(delivery.created_at),
+            id: delivery.job_id,
+            sources,
+            status: delivery.status,
+        },
+        timestamp: rfc3339(sent_at),
+        kind: format!("job.{}", delivery.status.as_str()),
+    }
 }
 
 #[async_trait]
@@ -325,6 +358,65 @@ mod tests {
             files_root: "/tmp".into(),
             guard: AddressGuard::new(allow.iter().map(|net| net.parse().expect("net")).collect()),
         }
+    }
+
+    #[test]
+    fn the_body_is_the_documented_json_byte_for_byte() {
+        use crate::job::{JobStatus, StepState};
+        use crate::sinks::SourceOutcome;
+        let job_id = uuid::Uuid::nil();
+        let delivery = Delivery {
+            job_id,
+            delivery_id: "msg_1".into(),
+            status: JobStatus::PartiallySucceeded,
+            created_at: 1_000,
+            collected_at: 2_000,
+            sources: vec![
+                SourceOutcome {
+                    step_id: 1,
+                    name: "a".into(),
+                    connector: "http".into(),
+                    state: StepState::Succeeded,
+                    attempts: 1,
+                    records: 2,
+                    error: None,
+                },
+                SourceOutcome {
+                    step_id: 2,
+                    name: "b".into(),
+                    connector: "http".into(),
+                    state: StepState::Failed,
+                    attempts: 3,
+                    records: 0,
+                    error: Some("503 from upstream".into()),
+                },
+            ],
+            records: vec![
+                (1, json!({"n": 1})),
+                (2, json!("stray")),
+                (1, json!({"n": 2})),
+            ],
+        };
+        let expected = json!({
+            "type": "job.partially_succeeded",
+            "timestamp": "1970-01-01T00:00:03Z",
+            "data": {
+                "id": job_id,
+                "status": "partially_succeeded",
+                "created_at": "1970-01-01T00:00:01Z",
+                "collected_at": "1970-01-01T00:00:02Z",
+                "sources": [
+                    {"name": "a", "connector": "http", "status": "succeeded", "attempts": 1,
+                     "error": null, "records": 2, "data": [{"n": 1}, {"n": 2}]},
+                    {"name": "b", "connector": "http", "status": "failed", "attempts": 3,
+                     "error": "503 from upstream", "records": 1, "data": ["stray"]},
+                ],
+            }
+        });
+        assert_eq!(
+            String::from_utf8(serde_json::to_vec(&body(&delivery, 3_000)).unwrap()).unwrap(),
+            serde_json::to_string(&expected).unwrap()
+        );
     }
 
     #[test]
