@@ -506,22 +506,17 @@ pub async fn a_claimed_job_reads_as_running_everywhere(store: &dyn Store) {
     assert_eq!(listed(JobStatus::Running).await, Vec::<Uuid>::new());
 }
 
-/// Every status filter agrees with each job's status, pages newest first by the cursor, and
-/// combines with the connector filter.
-pub async fn listing_by_status_pages_within_the_status(store: &dyn Store) {
+/// Every status filter agrees with each job's status and pages newest first by the cursor; so
+/// does the connector filter, alone (a job with two sources of it listed once) or with a status.
+pub async fn listing_by_status_or_connector_pages_newest_first(store: &dyn Store) {
     let mut ids = Vec::new();
     for at in 0..6 {
-        ids.push(
-            store
-                .create_job(new_job(1, 0, at))
-                .await
-                .expect("create")
-                .job
-                .id,
-        );
+        let sources = if at == 5 { 2 } else { 1 };
+        let created = store.create_job(new_job(sources, 0, at)).await;
+        ids.push(created.expect("create").job.id);
     }
     // Oldest first: jobs 0–3 are claimed; 0 and 1 succeed, 2 fails, 3 stays running;
-    // 4 is cancelled, 5 stays queued.
+    // 4 is cancelled, 5 (two sources of one connector) stays queued.
     let claimed = store.claim("w", 4, 10, HOUR).await.expect("claim");
     let outcomes = [
         Outcome::Succeeded,
@@ -537,9 +532,9 @@ pub async fn listing_by_status_pages_within_the_status(store: &dyn Store) {
             .expect("finish");
     }
     store.cancel_job(ids[4], 30).await.expect("cancel");
-    let list = |status, connector: Option<&str>, before| {
+    let list = |status: Option<JobStatus>, connector: Option<&str>, before| {
         let filter = JobFilter {
-            status: Some(status),
+            status,
             connector: connector.map(str::to_owned),
             before,
             limit: 1,
@@ -565,19 +560,47 @@ pub async fn listing_by_status_pages_within_the_status(store: &dyn Store) {
         // One page of one job at a time, following the cursor.
         let mut pages = Vec::new();
         let mut before = None;
-        loop {
-            let page = list(status, None, before).await;
-            let Some(&(id, listed)) = page.first() else {
-                break;
-            };
+        while let Some(&(id, listed)) = list(Some(status), None, before).await.first() {
             assert_eq!(listed, status, "a job listed under {status:?} reads as it");
             pages.push(id);
             before = Some(id);
         }
         assert_eq!(pages, expected, "{status:?}");
+        assert_eq!(
+            list(Some(status), Some("noop"), None)
+                .await
+                .first()
+                .map(|job| job.0),
+            expected.first().copied(),
+            "{status:?} of the connector"
+        );
     }
-    assert_eq!(list(JobStatus::Failed, Some("noop"), None).await.len(), 1);
-    assert!(list(JobStatus::Failed, Some("http"), None).await.is_empty());
+    assert!(
+        list(Some(JobStatus::Failed), Some("http"), None)
+            .await
+            .is_empty()
+    );
+    // By connector alone: every job once (job 5 has two sources), newest first.
+    let mut pages = Vec::new();
+    let mut before = None;
+    while let Some(&(id, _)) = list(None, Some("noop"), before).await.first() {
+        pages.push(id);
+        before = Some(id);
+    }
+    ids.reverse();
+    assert_eq!(pages, ids);
+    assert!(list(None, Some("http"), None).await.is_empty());
+    let two = JobFilter {
+        connector: Some("noop".into()),
+        limit: 2,
+        ..Default::default()
+    };
+    let page: Vec<_> = store.list_jobs(&two).await.expect("list");
+    assert_eq!(
+        page.iter().map(|job| job.id).collect::<Vec<_>>(),
+        ids[..2],
+        "a job with two sources of the connector fills one place"
+    );
 }
 
 pub async fn cancel_stops_every_unfinished_step(store: &dyn Store) {
@@ -704,7 +727,7 @@ macro_rules! store_conformance {
             idempotency_keys_return_the_same_job_or_conflict,
             a_batch_is_stored_whole_or_not_at_all,
             a_claimed_job_reads_as_running_everywhere,
-            listing_by_status_pages_within_the_status,
+            listing_by_status_or_connector_pages_newest_first,
             cancel_stops_every_unfinished_step,
             rescue_all_at_start_requeues_running_steps,
             prune_deletes_only_old_finished_jobs,
