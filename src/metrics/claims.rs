@@ -138,13 +138,16 @@ mod tests {
     use super::*;
     use crate::metrics::Event;
 
-    fn batch(name: &str, kind: MetricType) -> EventBatch {
-        EventBatch::from_events(vec![Event {
+    fn event(name: &str, kind: MetricType) -> Event {
+        Event {
             key: SeriesKey::parse(name).unwrap(),
             kind,
             value: 1.0,
-        }])
-        .unwrap()
+        }
+    }
+
+    fn batch(name: &str, kind: MetricType) -> EventBatch {
+        EventBatch::from_events(vec![event(name, kind)]).unwrap()
     }
 
     #[test]
@@ -180,16 +183,8 @@ mod tests {
     fn a_refused_batch_gives_back_only_what_it_claimed() {
         let claims = TypeClaims::settled([(SeriesKey::parse("old").unwrap(), MetricType::Gauge)]);
         let mixed = EventBatch::from_events(vec![
-            Event {
-                key: SeriesKey::parse("fresh").unwrap(),
-                kind: MetricType::Counter,
-                value: 1.0,
-            },
-            Event {
-                key: SeriesKey::parse("old").unwrap(),
-                kind: MetricType::Counter,
-                value: 1.0,
-            },
+            event("fresh", MetricType::Counter),
+            event("old", MetricType::Counter),
         ])
         .unwrap();
         let conflict = claims.claim(&mixed).expect_err("old is a gauge");

@@ -496,7 +496,7 @@ impl MetricsService {
         // the newer one dropped the log between them.
         let _one = self.snapshotting.lock().await;
         let started = std::time::Instant::now();
-        let (through, parts, events) = {
+        let (through, parts, series, events) = {
             let _alone = self.gate.write().await;
             // A batch whose request went away may still be flushing: it is either wholly in
             // this snapshot and covered by `through`, or in neither.
@@ -506,14 +506,12 @@ impl MetricsService {
                 .registry
                 .write_snapshot(SNAPSHOT_PART_BYTES)
                 .map_err(|error| StoreError::Database(format!("metric snapshot: {error}")))?;
-            (
-                through,
-                parts,
-                self.since_snapshot.swap(0, Ordering::Relaxed),
-            )
+            let series = self.registry.len();
+            let events = self.since_snapshot.swap(0, Ordering::Relaxed);
+            (through, parts, series, events)
         };
         let taken = SnapshotTaken {
-            series: self.registry.len(),
+            series,
             bytes: parts.iter().map(Vec::len).sum(),
             ingest_paused: started.elapsed(),
         };

@@ -11,13 +11,6 @@ pub const STEP_COLUMNS: &str = "id, job_id, position, kind, name, state, attempt
      deadline_at, lease_owner, lease_expires_at, checkpoint, pages, records, last_error, last_status, \
      config, created_at, updated_at, finished_at, started_at, deferrals, round_start, progress";
 
-/// A job's status as clients see it, from the `jobs` row and its steps.
-///
-/// The stored `status` is written when the job is created and whenever one of its steps ends
-/// (or is cancelled or re-queued), not when a step is claimed: that spared every claim a write
-/// of the job row and its status index, a fifth of the store's work per no-op job. So a job
-/// stored as `queued` whose first attempt is in flight has a `running` step, and reads as
-/// `running` here, as `JobStatus::derive` would have stored it.
 /// Whether the job has an attempt in flight.
 macro_rules! running_step {
     () => {
@@ -26,6 +19,13 @@ macro_rules! running_step {
     };
 }
 
+/// A job's status as clients see it, from the `jobs` row and its steps.
+///
+/// The stored `status` is written when the job is created and whenever one of its steps ends
+/// (or is cancelled or re-queued), not when a step is claimed: that spared every claim a write
+/// of the job row and its status index, a fifth of the store's work per no-op job. So a job
+/// stored as `queued` whose first attempt is in flight has a `running` step, and reads as
+/// `running` here, as `JobStatus::derive` would have stored it.
 macro_rules! job_status {
     () => {
         concat!(
