@@ -1,6 +1,7 @@
 //! The dispatcher: claims due steps in batches while there are free worker slots, runs each on
-//! its own task, and sleeps until the store signals new work, a slot frees, or the next retry
-//! falls due.
+//! its own task (and then the deliver step a finished collect step hands back, in the same
+//! slot), and sleeps until the store signals new work, a slot frees, or the next retry falls
+//! due.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,7 +68,10 @@ impl Dispatcher {
                             let context = context.clone();
                             let slot_freed = slot_freed.clone();
                             tracker.spawn(async move {
-                                run_step(&context, step).await;
+                                let mut next = Some(step);
+                                while let Some(step) = next {
+                                    next = run_step(&context, step).await;
+                                }
                                 drop(permit);
                                 slot_freed.notify_one();
                             });

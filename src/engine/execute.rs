@@ -188,8 +188,10 @@ pub fn breaker_key(
     }
 }
 
-/// Runs one claimed step to the end of its attempt and records the outcome.
-pub async fn run_step(context: &EngineContext, mut claimed: Claimed) {
+/// Runs one claimed step to the end of its attempt and records the outcome. A collect step
+/// that ends its job's last source hands back the job's deliver step, already leased to this
+/// worker: the caller runs it next in the same slot.
+pub async fn run_step(context: &EngineContext, mut claimed: Claimed) -> Option<Claimed> {
     let started = Instant::now();
     // Settings are stored with their secrets sealed; this attempt's copy holds them in clear.
     let unsealed = context.sealer.unseal_all(&mut claimed.step.config);
@@ -273,11 +275,11 @@ pub async fn run_step(context: &EngineContext, mut claimed: Claimed) {
                 .telemetry
                 .step_finished(kind.as_str(), "fenced", started.elapsed());
             span.in_scope(|| tracing::warn!("step lease lost; attempt abandoned"));
-            return;
+            return None;
         }
         Err(Err(Stop::Store(error))) => {
             span.in_scope(|| tracing::error!(%error, "store failed during step; the lease will expire and the step rerun"));
-            return;
+            return None;
         }
     };
     let word = outcome.word();
@@ -292,22 +294,29 @@ pub async fn run_step(context: &EngineContext, mut claimed: Claimed) {
         }
         Outcome::Succeeded | Outcome::Delivered { .. } => {}
     }
+    let handoff =
+        (kind == StepKind::Collect).then(|| now + context.config.lease_timeout.as_millis() as i64);
     match context
         .store
-        .finish(&claimed.fence, outcome, last_page, now)
+        .finish_and_continue(&claimed.fence, outcome, last_page, now, handoff)
         .await
     {
-        Ok(()) => context
-            .telemetry
-            .step_finished(kind.as_str(), word, started.elapsed()),
+        Ok(next) => {
+            context
+                .telemetry
+                .step_finished(kind.as_str(), word, started.elapsed());
+            next
+        }
         Err(StoreError::Fenced) => {
             context
                 .telemetry
                 .step_finished(kind.as_str(), "fenced", started.elapsed());
             span.in_scope(|| tracing::warn!("step lease lost before its outcome was recorded"));
+            None
         }
         Err(error) => {
-            span.in_scope(|| tracing::error!(%error, "recording the step outcome failed"))
+            span.in_scope(|| tracing::error!(%error, "recording the step outcome failed"));
+            None
         }
     }
 }

@@ -93,6 +93,101 @@ pub async fn claim_run_finish_derives_status(store: &dyn Store) {
     );
 }
 
+/// Ending a job's last source with a handoff leases its first deliver step to the same owner
+/// in that transaction (a fresh attempt under a fence, its budget started then), queues the
+/// others, and leaves nothing to claim twice; ending an earlier source or asking no handoff
+/// hands nothing.
+pub async fn ending_the_last_source_hands_its_delivery_to_the_worker(store: &dyn Store) {
+    let job = store
+        .create_job(new_job(2, 2, 1_000))
+        .await
+        .expect("create")
+        .job;
+    let sources = store.claim("w1", 10, 1_000, 31_000).await.expect("claim");
+    assert_eq!(sources.len(), 2);
+    let early = store
+        .finish_and_continue(
+            &sources[0].fence,
+            Outcome::Succeeded,
+            None,
+            2_000,
+            Some(32_000),
+        )
+        .await
+        .expect("finish the first source");
+    assert!(early.is_none(), "another source is still running");
+    let handed = store
+        .finish_and_continue(
+            &sources[1].fence,
+            Outcome::Succeeded,
+            None,
+            2_500,
+            Some(32_500),
+        )
+        .await
+        .expect("finish the last source")
+        .expect("a deliver step handed over");
+    assert_eq!(handed.step.kind, StepKind::Deliver);
+    assert_eq!(handed.step.state, StepState::Running);
+    assert_eq!(handed.fence.owner, "w1");
+    assert_eq!(handed.fence.attempt, 1);
+    assert_eq!(handed.step.lease_expires_at, Some(32_500));
+    assert_eq!(
+        handed.step.deadline_at,
+        2_500 + HOUR,
+        "the budget starts at the handoff"
+    );
+    let detail = store.get_job(job.id).await.expect("get").expect("exists");
+    assert_eq!(detail.job.status, JobStatus::Running);
+
+    let others = store.claim("w2", 10, 3_000, 33_000).await.expect("claim");
+    assert_eq!(others.len(), 1, "only the second deliver step is queued");
+    assert_ne!(others[0].step.id, handed.step.id);
+    assert!(matches!(
+        store
+            .finish_and_continue(
+                &others[0].fence,
+                Outcome::Succeeded,
+                None,
+                3_100,
+                Some(33_100)
+            )
+            .await,
+        Ok(None)
+    ));
+    // The handed step runs under its fence like any claimed one.
+    let mut stale = handed.fence.clone();
+    stale.attempt += 1;
+    assert!(matches!(
+        store.finish(&stale, Outcome::Succeeded, None, 3_200).await,
+        Err(Error::Fenced)
+    ));
+    store
+        .finish(&handed.fence, Outcome::Succeeded, None, 3_300)
+        .await
+        .expect("finish the handed step");
+    let detail = store.get_job(job.id).await.expect("get").expect("exists");
+    assert_eq!(detail.job.status, JobStatus::Succeeded);
+    assert_eq!(detail.attempts.len(), 4);
+
+    // Without a handoff the deliver step is queued for whoever claims.
+    store
+        .create_job(new_job(1, 1, 4_000))
+        .await
+        .expect("create");
+    let source = store.claim("w1", 10, 4_000, 34_000).await.expect("claim");
+    assert_eq!(source.len(), 1);
+    assert!(matches!(
+        store
+            .finish_and_continue(&source[0].fence, Outcome::Succeeded, None, 4_100, None)
+            .await,
+        Ok(None)
+    ));
+    let queued = store.claim("w2", 10, 4_200, 34_200).await.expect("claim");
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].step.kind, StepKind::Deliver);
+}
+
 /// Disables `url` as a `410 Gone` from `job_id` would.
 async fn disable(store: &dyn Store, url: &str, job_id: Uuid, at: i64) {
     store
@@ -720,6 +815,7 @@ macro_rules! store_conformance {
     ($open:expr) => {
         $crate::store_conformance!(@tests $open;
             claim_run_finish_derives_status,
+            ending_the_last_source_hands_its_delivery_to_the_worker,
             delivery_input_is_one_snapshot_of_what_a_delivery_sends,
             a_large_delivery_input_is_read_whole,
             a_fenced_worker_cannot_commit,

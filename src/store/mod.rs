@@ -122,7 +122,22 @@ pub trait Store: Send + Sync {
         outcome: Outcome,
         last_page: Option<PageWrite>,
         now: Millis,
-    ) -> Result<()>;
+    ) -> Result<()> {
+        self.finish_and_continue(fence, outcome, last_page, now, None)
+            .await
+            .map(drop)
+    }
+    /// [`Store::finish`], and when `lease_until` is given and the attempt ends its job's last
+    /// unfinished source, the first deliver step that releases comes back leased to the
+    /// fence's owner until then (claimed in the same transaction); the others are queued.
+    async fn finish_and_continue(
+        &self,
+        fence: &Fence,
+        outcome: Outcome,
+        last_page: Option<PageWrite>,
+        now: Millis,
+        lease_until: Option<Millis>,
+    ) -> Result<Option<Claimed>>;
     /// Ends attempts whose lease expired (or every running one, when `all`), as `lease_expired`.
     async fn rescue(&self, now: Millis, all: bool) -> Result<u64>;
 

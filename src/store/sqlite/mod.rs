@@ -353,19 +353,27 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn finish(
+    async fn finish_and_continue(
         &self,
         fence: &Fence,
         outcome: Outcome,
         last_page: Option<PageWrite>,
         now: Millis,
-    ) -> Result<()> {
-        let fence = fence.clone();
-        self.write_background(move |conn| {
-            let woke = steps::finish(conn, &fence, &outcome, last_page.as_ref(), now)?;
-            Ok(((), wake_if(woke)))
-        })
-        .await
+        lease_until: Option<Millis>,
+    ) -> Result<Option<Claimed>> {
+        let owned = fence.clone();
+        let handed = self
+            .write_background(move |conn| {
+                let handoff = lease_until.map(|lease_until| steps::Handoff {
+                    owner: &owned.owner,
+                    lease_until,
+                });
+                let finished =
+                    steps::finish(conn, &owned, &outcome, last_page.as_ref(), now, handoff)?;
+                Ok((finished.handed, wake_if(finished.woke)))
+            })
+            .await?;
+        Ok(handed.and_then(|raw| steps::claimed(vec![raw], &fence.owner, now).pop()))
     }
 
     async fn rescue(&self, now: Millis, all: bool) -> Result<u64> {

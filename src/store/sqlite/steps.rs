@@ -169,9 +169,26 @@ struct Ending {
     job_steps: StepFacts,
 }
 
+/// A worker's offer to run, at once and under its own lease, the deliver step the end of its
+/// collect step releases.
+#[derive(Clone, Copy)]
+pub struct Handoff<'a> {
+    pub owner: &'a str,
+    pub lease_until: Millis,
+}
+
+/// What ending an attempt did besides recording it.
+pub struct Finished {
+    /// Work became runnable for the dispatcher.
+    pub woke: bool,
+    /// A released deliver step leased to the handoff's owner, as stored.
+    pub handed: Option<RawStep>,
+}
+
 /// Ends the fenced attempt with `outcome`. `last_page`, when given, is stored by the same
 /// update of the step row (counters and checkpoint) as `save_page` would, so a collect step's
-/// final page costs no second write of that row. Returns whether work became runnable.
+/// final page costs no second write of that row. With `handoff`, the first deliver step this
+/// releases is leased to its owner in the same transaction instead of queued.
 ///
 /// One read of the job's steps checks the fence and gives the facts the job status is derived
 /// from; the update then goes by rowid. An `UPDATE … RETURNING` instead buffers its row in an
@@ -182,7 +199,8 @@ pub fn finish(
     outcome: &Outcome,
     last_page: Option<&PageWrite>,
     now: Millis,
-) -> Result<bool> {
+    handoff: Option<Handoff<'_>>,
+) -> Result<Finished> {
     let (state, run_at) = placement(outcome);
     let error = error_of(outcome);
     let answer = answer_of(outcome);
@@ -258,7 +276,16 @@ pub fn finish(
     if let Some(page) = last_page {
         insert_records(conn, &ending.job_id, fence.step_id, pages, page)?;
     }
-    after_attempt(conn, ending, outcome.word(), state, error, &answer, now)
+    after_attempt(
+        conn,
+        ending,
+        outcome.word(),
+        state,
+        error,
+        &answer,
+        now,
+        handoff,
+    )
 }
 
 fn placement(outcome: &Outcome) -> (StepState, Option<Millis>) {
@@ -298,6 +325,7 @@ fn answer_of(outcome: &Outcome) -> Receipt {
 
 /// The attempt log row, the dead letter, unblocking deliveries and the job status: everything
 /// that follows the end of an attempt, in the same transaction.
+#[allow(clippy::too_many_arguments)]
 fn after_attempt(
     conn: &Connection,
     mut ending: Ending,
@@ -306,7 +334,8 @@ fn after_attempt(
     error: Option<&StepError>,
     answer: &Receipt,
     now: Millis,
-) -> Result<bool> {
+    handoff: Option<Handoff<'_>>,
+) -> Result<Finished> {
     let mut log = conn.prepare_cached(
         "INSERT INTO attempts (job_id, step_id, attempt, started_at, ended_at, outcome, error_kind, http_status,
                                error, response)
@@ -344,12 +373,15 @@ fn after_attempt(
             now,
         ])?;
     }
-    let mut woke = false;
+    let mut released = Released::default();
     if ending.kind == StepKind::Collect && state.is_terminal() {
-        woke = release_deliveries(conn, &ending.job_id, &mut ending.job_steps, now)?;
+        released = release_deliveries(conn, &ending.job_id, &mut ending.job_steps, now, handoff)?;
     }
     store_status(conn, &ending.job_id, ending.job_steps, now)?;
-    Ok(woke || state == StepState::Retrying)
+    Ok(Finished {
+        woke: released.queued || state == StepState::Retrying,
+        handed: released.handed,
+    })
 }
 
 /// Each of a job's steps: its id and what `JobStatus::derive` needs of it.
@@ -373,34 +405,79 @@ fn job_steps(conn: &Connection, job_id: &str) -> Result<StepFacts> {
     Ok(facts)
 }
 
+/// What releasing a job's deliver steps did.
+#[derive(Default)]
+struct Released {
+    /// Some were queued for the dispatcher.
+    queued: bool,
+    /// One was leased to the handoff's owner.
+    handed: Option<RawStep>,
+}
+
 /// Queues the job's waiting deliver steps once no collect step is left unfinished, and updates
-/// `facts` (the job's steps, just read in this transaction by the one writer) to match. Each is
-/// updated by its id: a one-row update needs no statement journal and no temporary table, which
-/// a multi-row update checking the job's other steps in a subquery does.
+/// `facts` (the job's steps, just read in this transaction by the one writer) to match. With
+/// `handoff`, the first of them is leased to its owner instead, as a claim would lease it: the
+/// worker that ended the last source delivers at once, with no claim round trip and no wait
+/// behind older due steps. Each is updated by its id: a one-row update needs no statement
+/// journal and no temporary table, which a multi-row update checking the job's other steps in a
+/// subquery does.
 fn release_deliveries(
     conn: &Connection,
     job_id: &str,
     facts: &mut StepFacts,
     now: Millis,
-) -> Result<bool> {
+    mut handoff: Option<Handoff<'_>>,
+) -> Result<Released> {
+    let mut released = Released::default();
     let open_source = facts
         .iter()
         .any(|(_, (kind, state, _))| *kind == StepKind::Collect && !state.is_terminal());
     if open_source {
-        return Ok(false);
+        return Ok(released);
     }
     let mut release = conn.prepare_cached(
         "UPDATE steps SET state = 'queued', run_at = ?3, deadline_at = ?3 + budget_ms, updated_at = ?3
          WHERE id = ?1 AND job_id = ?2 AND state = 'waiting'",
     )?;
-    let mut released = false;
-    for (id, (_, state, _)) in facts.iter_mut() {
-        if *state == StepState::Waiting {
-            released |= release.execute(params![*id, job_id, now])? > 0;
-            *state = StepState::Queued;
+    for (id, (_, state, started)) in facts.iter_mut() {
+        if *state != StepState::Waiting {
+            continue;
         }
+        if let Some(Handoff { owner, lease_until }) = handoff.take() {
+            released.handed = hand_off(conn, *id, owner, lease_until, now)?;
+            if released.handed.is_some() {
+                *state = StepState::Running;
+                *started = true;
+                continue;
+            }
+        }
+        released.queued |= release.execute(params![*id, job_id, now])? > 0;
+        *state = StepState::Queued;
     }
     Ok(released)
+}
+
+/// Leases waiting step `id` to `owner` as released and claimed in one: its budget starts now,
+/// its next attempt runs under the lease. `None` when the step was not waiting.
+fn hand_off(
+    conn: &Connection,
+    id: i64,
+    owner: &str,
+    lease_until: Millis,
+    now: Millis,
+) -> Result<Option<RawStep>> {
+    let mut lease = conn.prepare_cached(
+        "UPDATE steps SET state = 'running', run_at = ?4, deadline_at = ?4 + budget_ms,
+                attempt = attempt + 1, lease_owner = ?2, lease_expires_at = ?3, started_at = ?4,
+                updated_at = ?4
+         WHERE id = ?1 AND state = 'waiting'",
+    )?;
+    if lease.execute(params![id, owner, lease_until, now])? == 0 {
+        return Ok(None);
+    }
+    let mut read =
+        conn.prepare_cached(&format!("SELECT {STEP_COLUMNS} FROM steps WHERE id = ?1"))?;
+    Ok(Some(read.query_row([id], RawStep::read)?))
 }
 
 /// Re-derives and stores the job's status from its steps.
@@ -491,6 +568,7 @@ pub fn rescue(conn: &Connection, now: Millis, all: bool) -> Result<u64> {
             Some(&error),
             &Receipt::default(),
             now,
+            None,
         )?;
         rescued += 1;
     }
