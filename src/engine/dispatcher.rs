@@ -67,10 +67,12 @@ impl Dispatcher {
                             };
                             let context = context.clone();
                             let slot_freed = slot_freed.clone();
+                            let stopping = shutdown.clone();
                             tracker.spawn(async move {
+                                // A stopping worker takes on no delivery: it is queued instead.
                                 let mut next = Some(step);
                                 while let Some(step) = next {
-                                    next = run_step(&context, step).await;
+                                    next = run_step(&context, step, !stopping.is_cancelled()).await;
                                 }
                                 drop(permit);
                                 slot_freed.notify_one();

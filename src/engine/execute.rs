@@ -188,10 +188,14 @@ pub fn breaker_key(
     }
 }
 
-/// Runs one claimed step to the end of its attempt and records the outcome. A collect step
-/// that ends its job's last source hands back the job's deliver step, already leased to this
-/// worker: the caller runs it next in the same slot.
-pub async fn run_step(context: &EngineContext, mut claimed: Claimed) -> Option<Claimed> {
+/// Runs one claimed step to the end of its attempt and records the outcome. With `hand_off`,
+/// a collect step that ends its job's last source hands back the job's deliver step, already
+/// leased to this worker: the caller runs it next in the same slot.
+pub async fn run_step(
+    context: &EngineContext,
+    mut claimed: Claimed,
+    hand_off: bool,
+) -> Option<Claimed> {
     let started = Instant::now();
     // Settings are stored with their secrets sealed; this attempt's copy holds them in clear.
     let unsealed = context.sealer.unseal_all(&mut claimed.step.config);
@@ -294,8 +298,8 @@ pub async fn run_step(context: &EngineContext, mut claimed: Claimed) -> Option<C
         }
         Outcome::Succeeded | Outcome::Delivered { .. } => {}
     }
-    let handoff =
-        (kind == StepKind::Collect).then(|| now + context.config.lease_timeout.as_millis() as i64);
+    let handoff = (hand_off && kind == StepKind::Collect)
+        .then(|| now + context.config.lease_timeout.as_millis() as i64);
     match context
         .store
         .finish_and_continue(&claimed.fence, outcome, last_page, now, handoff)
