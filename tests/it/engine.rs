@@ -107,6 +107,42 @@ async fn two_sources_and_a_file_sink_deliver_every_record() {
     assert_eq!(delivered, records, "the file sink wrote every record once");
 }
 
+/// The worker that ends a job's last source runs its first delivery at once (the handoff); the
+/// second sink is queued for any worker. Both must deliver every record once, in one attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_with_two_sinks_delivers_to_both_once() {
+    let mock = Mock::start().await;
+    mock.set_json("/a", json!([{"src": "a"}]));
+    mock.set_json("/b", json!([{"src": "b"}, {"src": "b2"}]));
+    let app = TestApp::start().await;
+
+    let id = app
+        .create_job(&json!({
+            "sources": [http_source(mock.url("/a")), http_source(mock.url("/b"))],
+            "sinks": [
+                {"type": "file", "path": "out/first.ndjson"},
+                {"type": "file", "path": "out/second.ndjson"}
+            ]
+        }))
+        .await;
+    let job = app.wait_for_status(&id, &["succeeded"], WAIT).await;
+
+    assert_eq!(steps(&job).len(), 4, "{job:#}");
+    for step in steps(&job) {
+        assert_eq!(step["state"], "succeeded", "{step}");
+        let id = &step["id"];
+        assert_eq!(outcomes(&job, id), ["succeeded"], "{job:#}");
+    }
+    let mut records = app.records(&id).await;
+    records.sort_by_key(|record| record.to_string());
+    assert_eq!(records.len(), 3);
+    for file in ["first", "second"] {
+        let mut delivered = read_ndjson(&app.dir.path().join(format!("files/out/{file}.ndjson")));
+        delivered.sort_by_key(|record| record.to_string());
+        assert_eq!(delivered, records, "sink {file} wrote every record once");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retryable_statuses_are_retried_with_backoff_until_success() {
     let mock = Mock::start().await;
