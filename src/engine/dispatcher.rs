@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use super::EngineContext;
 use super::execute::run_step;
+use crate::job::Claimed;
 
 /// Runs steps for one process. Several dispatchers (processes) may share one store: claims are
 /// exclusive and every write is fenced.
@@ -69,11 +70,7 @@ impl Dispatcher {
                             let slot_freed = slot_freed.clone();
                             let stopping = shutdown.clone();
                             tracker.spawn(async move {
-                                // A stopping worker takes on no delivery: it is queued instead.
-                                let mut next = Some(step);
-                                while let Some(step) = next {
-                                    next = run_step(&context, step, !stopping.is_cancelled()).await;
-                                }
+                                run_slot(&context, step, &stopping).await;
                                 drop(permit);
                                 slot_freed.notify_one();
                             });
@@ -119,6 +116,15 @@ impl Dispatcher {
         }
         tracker.close();
         tracker.wait().await;
+    }
+}
+
+/// Runs `step` and then each step it hands back, in one worker slot. A stopping worker takes
+/// on no delivery: it is queued for the next process instead.
+async fn run_slot(context: &EngineContext, step: Claimed, stopping: &CancellationToken) {
+    let mut next = Some(step);
+    while let Some(step) = next {
+        next = run_step(context, step, !stopping.is_cancelled()).await;
     }
 }
 

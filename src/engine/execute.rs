@@ -298,11 +298,11 @@ pub async fn run_step(
         }
         Outcome::Succeeded | Outcome::Delivered { .. } => {}
     }
-    let handoff = (hand_off && kind == StepKind::Collect)
+    let lease_until = (hand_off && kind == StepKind::Collect)
         .then(|| now + context.config.lease_timeout.as_millis() as i64);
     match context
         .store
-        .finish_and_continue(&claimed.fence, outcome, last_page, now, handoff)
+        .finish_and_continue(&claimed.fence, outcome, last_page, now, lease_until)
         .await
     {
         Ok(next) => {

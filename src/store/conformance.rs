@@ -6,8 +6,8 @@ use uuid::Uuid;
 
 use super::{Error, Store};
 use crate::job::{
-    DeadLetterFilter, IdempotencyClaim, JobFilter, JobStatus, NewJob, NewStep, Outcome, PageWrite,
-    RetryBudget, StepError, StepKind, StepState,
+    Claimed, DeadLetterFilter, Fence, IdempotencyClaim, JobFilter, JobStatus, NewJob, NewStep,
+    Outcome, PageWrite, RetryBudget, StepError, StepKind, StepState,
 };
 
 const HOUR: i64 = 3_600_000;
@@ -93,6 +93,18 @@ pub async fn claim_run_finish_derives_status(store: &dyn Store) {
     );
 }
 
+/// Ends a step's attempt as succeeded, offering to run what it releases until `lease_until`.
+async fn succeed_and_continue(
+    store: &dyn Store,
+    fence: &Fence,
+    now: i64,
+    lease_until: Option<i64>,
+) -> super::Result<Option<Claimed>> {
+    store
+        .finish_and_continue(fence, Outcome::Succeeded, None, now, lease_until)
+        .await
+}
+
 /// Ending a job's last source with a handoff leases its first deliver step to the same owner
 /// in that transaction (a fresh attempt under a fence, its budget started then), queues the
 /// others, and leaves nothing to claim twice; ending an earlier source or asking no handoff
@@ -105,25 +117,11 @@ pub async fn ending_the_last_source_hands_its_delivery_to_the_worker(store: &dyn
         .job;
     let sources = store.claim("w1", 10, 1_000, 31_000).await.expect("claim");
     assert_eq!(sources.len(), 2);
-    let early = store
-        .finish_and_continue(
-            &sources[0].fence,
-            Outcome::Succeeded,
-            None,
-            2_000,
-            Some(32_000),
-        )
+    let early = succeed_and_continue(store, &sources[0].fence, 2_000, Some(32_000))
         .await
         .expect("finish the first source");
     assert!(early.is_none(), "another source is still running");
-    let handed = store
-        .finish_and_continue(
-            &sources[1].fence,
-            Outcome::Succeeded,
-            None,
-            2_500,
-            Some(32_500),
-        )
+    let handed = succeed_and_continue(store, &sources[1].fence, 2_500, Some(32_500))
         .await
         .expect("finish the last source")
         .expect("a deliver step handed over");
@@ -144,15 +142,7 @@ pub async fn ending_the_last_source_hands_its_delivery_to_the_worker(store: &dyn
     assert_eq!(others.len(), 1, "only the second deliver step is queued");
     assert_ne!(others[0].step.id, handed.step.id);
     assert!(matches!(
-        store
-            .finish_and_continue(
-                &others[0].fence,
-                Outcome::Succeeded,
-                None,
-                3_100,
-                Some(33_100)
-            )
-            .await,
+        succeed_and_continue(store, &others[0].fence, 3_100, Some(33_100)).await,
         Ok(None)
     ));
     // The handed step runs under its fence like any claimed one.
@@ -178,9 +168,7 @@ pub async fn ending_the_last_source_hands_its_delivery_to_the_worker(store: &dyn
     let source = store.claim("w1", 10, 4_000, 34_000).await.expect("claim");
     assert_eq!(source.len(), 1);
     assert!(matches!(
-        store
-            .finish_and_continue(&source[0].fence, Outcome::Succeeded, None, 4_100, None)
-            .await,
+        succeed_and_continue(store, &source[0].fence, 4_100, None).await,
         Ok(None)
     ));
     let queued = store.claim("w2", 10, 4_200, 34_200).await.expect("claim");
