@@ -242,7 +242,7 @@ async fn blocking<T: Send + 'static>(
         .map_err(|error| Error::Unavailable(format!("sqlite task failed: {error}")))?
 }
 
-fn open_sqlite(path: &Path, create_table: Option<&str>) -> Result<rusqlite::Connection, Error> {
+pub(super) fn open_sqlite(path: &Path, create_table: Option<&str>) -> Result<rusqlite::Connection, Error> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|error| {
             Error::Unavailable(format!("creating {}: {error}", parent.display()))
@@ -251,7 +251,9 @@ fn open_sqlite(path: &Path, create_table: Option<&str>) -> Result<rusqlite::Conn
     let connection = rusqlite::Connection::open(path)?;
     connection.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
     let _mode: String = connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
-    connection.execute_batch("PRAGMA synchronous = NORMAL")?;
+    // FULL: the deliver step is marked succeeded once this commit returns, and the records are
+    // not sent again; with NORMAL a power loss could undo a commit the job already counted.
+    connection.execute_batch("PRAGMA synchronous = FULL")?;
     if let Some(sql) = create_table {
         connection.execute_batch(sql)?;
     }

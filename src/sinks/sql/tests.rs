@@ -321,6 +321,16 @@ fn duplicate_keys_keep_the_last_record() {
 
 // ---- SQLite ----
 
+#[test]
+fn a_sqlite_target_commits_durably() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let connection = client::open_sqlite(&dir.path().join("t.db"), None).expect("open");
+    let synchronous: i64 = connection
+        .query_row("PRAGMA synchronous", [], |row| row.get(0))
+        .expect("pragma");
+    assert_eq!(synchronous, 2, "synchronous=FULL");
+}
+
 fn sqlite_rows(path: &std::path::Path, table: &str) -> Vec<(i64, String, bool, String)> {
     let connection = rusqlite::Connection::open(path).expect("open");
     let sql = format!("SELECT id, name, active, payload FROM \"{table}\" ORDER BY id");
