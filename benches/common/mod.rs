@@ -321,6 +321,7 @@ pub fn noop_job_template(server: &AppServer, sinks: Vec<SinkSpec>) -> NewJob {
         },
         timezone: &timezone,
         sealer: &server.app.engine.sealer,
+        dates_at: None,
     };
     let spec = JobSpec {
         sources: vec![SourceSpec {

@@ -96,6 +96,7 @@ impl AppState {
             sink_validation: &self.inner.sink_validation,
             timezone: &self.inner.scheduler.timezone,
             sealer: &self.inner.scheduler.sealer,
+            dates_at: None,
         }
     }
 }

@@ -165,8 +165,13 @@ pub struct Catalog<'a> {
     pub connectors: &'a ConnectorRegistry,
     pub sinks: &'a SinkRegistry,
     pub sink_validation: &'a SinkValidation,
-    /// The zone relative dates in settings are resolved in (`timezone` in the config).
+    /// The zone relative dates in settings are resolved in (`timezone` in the config, or a
+    /// schedule's own).
     pub timezone: &'a TimeZone,
+    /// The moment relative dates are resolved at: `None` for the job's creation (`now` of
+    /// `plan`), a schedule's tick for its runs (so a caught-up run's "yesterday" is the day
+    /// before its tick, not before the day it ran late).
+    pub dates_at: Option<Millis>,
     /// Opens the secrets of a stored template and seals those of the planned job.
     pub sealer: &'a Sealer,
 }
@@ -196,7 +201,8 @@ impl JobSpec {
         let (max_attempts, budget_ms) = self.retry_limits(defaults)?;
         let mut accepted = self.clone();
         accepted.unseal(catalog.sealer)?;
-        accepted.resolved_dates = accepted.resolve_dates(catalog, now)?;
+        accepted.resolved_dates =
+            accepted.resolve_dates(catalog, catalog.dates_at.unwrap_or(now))?;
         for (index, source) in accepted.sources.iter().enumerate() {
             catalog
                 .connectors

@@ -60,8 +60,9 @@ pub struct ScheduleSpec {
     pub name: String,
     /// Cron expression, five fields or six with seconds first (`0 */5 * * * *`).
     pub cron: String,
-    /// IANA time zone the expression is read in (default `UTC`).
-    #[serde(default = "utc")]
+    /// IANA time zone the expression is read in, and the relative dates of the job's settings
+    /// (default: the configured `timezone`, which is UTC unless set).
+    #[serde(default)]
     pub timezone: String,
     /// The job created at each tick.
     pub job: JobSpec,
@@ -87,10 +88,6 @@ pub fn is_valid_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
-fn utc() -> String {
-    "UTC".into()
 }
 
 fn default_catch_up_max() -> u32 {
@@ -131,6 +128,11 @@ impl Ticks {
         let zone =
             TimeZone::get(timezone).map_err(|_| ScheduleError::TimeZone(timezone.to_owned()))?;
         Ok(Self { cron, zone })
+    }
+
+    /// The zone the ticks are read in, which the schedule's relative dates resolve in too.
+    pub fn zone(&self) -> &TimeZone {
+        &self.zone
     }
 
     /// The first tick strictly after `after`.

@@ -52,6 +52,7 @@ impl SchedulerContext {
             sink_validation: &self.sink_validation,
             timezone: &self.timezone,
             sealer: &self.sealer,
+            dates_at: None,
         }
     }
 }
@@ -76,10 +77,17 @@ pub fn accept(
     now: Millis,
     created_at: Millis,
 ) -> Result<(Schedule, Vec<crate::job::GeneratedSecret>), super::ScheduleError> {
+    if spec.timezone.is_empty() {
+        spec.timezone = context.timezone.iana_name().unwrap_or("UTC").to_owned();
+    }
     let ticks = spec.check()?;
+    let catalog = Catalog {
+        timezone: ticks.zone(),
+        ..context.catalog()
+    };
     let planned = spec
         .job
-        .plan(&context.catalog(), context.defaults, now, None)
+        .plan(&catalog, context.defaults, now, None)
         .map_err(|error| super::ScheduleError::Job(error.to_string()))?;
     spec.job = serde_json::from_value(planned.spec)
         .map_err(|error| super::ScheduleError::Job(error.to_string()))?;
@@ -291,8 +299,14 @@ impl Scheduler {
             return Ok(());
         }
         for (index, at) in chosen.into_iter().enumerate() {
+            // Relative dates read as of the tick, in the schedule's zone.
+            let catalog = Catalog {
+                timezone: ticks.zone(),
+                dates_at: Some(at),
+                ..self.context.catalog()
+            };
             let job = match spec.job.plan(
-                &self.context.catalog(),
+                &catalog,
                 self.context.defaults,
                 self.context.clock.now(),
                 None,

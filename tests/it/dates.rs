@@ -1,5 +1,6 @@
 //! Relative dates in connector settings: resolved when a job is created, in the configured
-//! time zone, stored resolved with the phrase beside it; unreadable ones refused by name.
+//! time zone (a schedule's runs: as of their tick, in the schedule's zone), stored resolved with
+//! the phrase beside it; unreadable ones refused by name.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -150,4 +151,68 @@ async fn a_schedule_keeps_the_phrase_to_resolve_at_each_run() {
         .await;
     let problem = assert_problem(&refused, 422);
     assert!(detail(&problem).contains("start_date"), "{problem}");
+}
+
+#[tokio::test]
+async fn scheduled_runs_resolve_dates_as_of_their_tick_in_the_schedules_zone() {
+    let clock = ManualClock::new(NOW);
+    let app = TestApp::builder()
+        .clock(clock.clone())
+        .connectors(ConnectorRegistry::with(vec![Arc::new(DatedSource)]))
+        .config(|config| config.timezone = "Europe/Berlin".to_owned())
+        .start()
+        .await;
+    // 19:00 in New York is midnight UTC and already 01:00 the next day in Berlin.
+    let created = app
+        .post(
+            "/v1/schedules",
+            &json!({"name": "ny", "cron": "0 19 * * *", "timezone": "America/New_York",
+                    "catch_up": "all",
+                    "job": {"sources": [{"connector": "dated", "settings": {"start_date": "today"}}]}}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let local = app
+        .post(
+            "/v1/schedules",
+            &json!({"name": "local", "cron": "0 19 * * *", "paused": true,
+                    "job": {"sources": [{"connector": "dated", "settings": {"start_date": "today"}}]}}),
+        )
+        .await;
+    assert_eq!(local.status, 201, "{}", local.text);
+    assert_eq!(
+        local.json()["timezone"],
+        "Europe/Berlin",
+        "no zone: the configured one"
+    );
+
+    // 30 s after the 2026-11-30 19:00 tick (New York): the 2026-11-29 one was missed (the clock
+    // jumped over it) and is caught up. Each run reads "today" at its own tick in New York,
+    // while in Berlin, the configured zone, it is already 2026-12-01.
+    clock.advance(Duration::from_secs(86_400 + 1_830));
+    let started = std::time::Instant::now();
+    let mut dates = loop {
+        let answer = app.get("/v1/jobs?status=succeeded").await;
+        let jobs = answer.json()["jobs"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if jobs.len() >= 2 {
+            let mut dates = Vec::new();
+            for job in &jobs {
+                let id = job["id"].as_str().expect("id");
+                let job = app.job(id).await;
+                dates.push(job["spec"]["sources"][0]["settings"]["start_date"].clone());
+            }
+            break dates;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "two runs expected: {}",
+            answer.text
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    dates.sort_by_key(Value::to_string);
+    assert_eq!(dates, [json!("2026-11-29"), json!("2026-11-30")]);
 }

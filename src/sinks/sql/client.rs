@@ -242,7 +242,10 @@ async fn blocking<T: Send + 'static>(
         .map_err(|error| Error::Unavailable(format!("sqlite task failed: {error}")))?
 }
 
-pub(super) fn open_sqlite(path: &Path, create_table: Option<&str>) -> Result<rusqlite::Connection, Error> {
+pub(super) fn open_sqlite(
+    path: &Path,
+    create_table: Option<&str>,
+) -> Result<rusqlite::Connection, Error> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|error| {
             Error::Unavailable(format!("creating {}: {error}", parent.display()))
