@@ -7,7 +7,7 @@
 pub mod callback;
 pub mod databox;
 mod file;
-mod lookup;
+pub mod lookup;
 mod registry;
 pub mod sql;
 

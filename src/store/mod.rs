@@ -170,13 +170,13 @@ pub trait Store: Send + Sync {
     async fn enable_endpoint(&self, url: &str) -> Result<bool>;
 
     /// Replaces every entry of lookup table `name` (later duplicates of a key win); an empty
-    /// list deletes the table.
+    /// list deletes the table. Returns whether the table existed before.
     async fn replace_lookup_table(
         &self,
         name: &str,
         entries: Vec<(String, String)>,
         now: Millis,
-    ) -> Result<()>;
+    ) -> Result<bool>;
     /// A lookup table with its entries; `None` when no job filled it.
     async fn lookup_table(&self, name: &str) -> Result<Option<LookupTable>>;
     /// Every lookup table without its entries, by name.

@@ -145,3 +145,86 @@ async fn invalid_tabular_processors_and_lookup_sinks_are_refused() {
         .await;
     assert_problem(&bad_sink, 422);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_table_is_put_mapped_through_replaced_and_deleted() {
+    let mock = Mock::start().await;
+    mock.set_json(
+        "/people",
+        json!([{"name": "ada", "country": "UK"}, {"name": "kurt", "country": "AT"}]),
+    );
+    let app = TestApp::start().await;
+    let put = |body: Value| {
+        let request = app
+            .request(reqwest::Method::PUT, "/v1/lookups/country-names")
+            .json(&body);
+        app.send(request)
+    };
+    let job = json!({
+        "sources": [{"connector": "http", "settings": {"url": mock.url("/people")}}],
+        "processors": [{"type": "map", "column": "country", "table": "country-names",
+                        "into": "country_name", "default": "?"}]
+    });
+
+    let created = put(json!({"entries": {"UK": "United Kingdom", "DE": "Germany"}})).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    assert_eq!(created.json()["entries"]["UK"], "United Kingdom");
+    let first = app.create_job(&job).await;
+    app.wait_for_status(&first, &["succeeded"], WAIT).await;
+    let names: Vec<Value> = app
+        .records(&first)
+        .await
+        .iter()
+        .map(|record| record["country_name"].clone())
+        .collect();
+    assert_eq!(names, [json!("United Kingdom"), json!("?")]);
+
+    // A PUT replaces the whole table: the next job sees only the new entries.
+    let replaced = put(json!({"entries": {"AT": "Austria"}})).await;
+    assert_eq!(replaced.status, StatusCode::OK, "{}", replaced.text);
+    let second = app.create_job(&job).await;
+    app.wait_for_status(&second, &["succeeded"], WAIT).await;
+    let names: Vec<Value> = app
+        .records(&second)
+        .await
+        .iter()
+        .map(|record| record["country_name"].clone())
+        .collect();
+    assert_eq!(names, [json!("?"), json!("Austria")]);
+
+    // Bad tables are refused and change nothing.
+    for (body, status, says) in [
+        (json!({"entries": {}}), 422, "at least one entry"),
+        (json!({"entries": {"": "x"}}), 422, "a key is empty"),
+        (
+            json!({"entries": {"k": "v".repeat(5000)}}),
+            422,
+            "at most 4096 bytes",
+        ),
+        (json!({"entries": {"k": 1}}), 422, "expected a string"),
+        (json!({"entries": {"k": "v"}, "extra": true}), 422, "extra"),
+        (json!(["k", "v"]), 422, ""),
+    ] {
+        let answer = put(body.clone()).await;
+        let problem = assert_problem(&answer, status);
+        assert!(detail(&problem).contains(says), "{body}: {problem:#}");
+    }
+    let bad_name = app
+        .send(
+            app.request(reqwest::Method::PUT, "/v1/lookups/no%20spaces")
+                .json(&json!({"entries": {"k": "v"}})),
+        )
+        .await;
+    let problem = assert_problem(&bad_name, 422);
+    assert!(detail(&problem).contains("table name"), "{problem:#}");
+    let table = app.get("/v1/lookups/country-names").await.json();
+    assert_eq!(table["entries"], json!({"AT": "Austria"}));
+
+    // Deleted, it is gone for readers and for jobs.
+    let delete = || app.send(app.request(reqwest::Method::DELETE, "/v1/lookups/country-names"));
+    assert_eq!(delete().await.status, StatusCode::NO_CONTENT);
+    assert_problem(&delete().await, 404);
+    assert_problem(&app.get("/v1/lookups/country-names").await, 404);
+    let third = app.create_job(&job).await;
+    app.wait_for_status(&third, &["failed"], WAIT).await;
+}

@@ -11,9 +11,11 @@ pub fn replace(
     name: &str,
     entries: &[(String, String)],
     now: Millis,
-) -> Result<()> {
-    conn.prepare_cached("DELETE FROM lookup_tables WHERE name = ?1")?
-        .execute([name])?;
+) -> Result<bool> {
+    let existed = conn
+        .prepare_cached("DELETE FROM lookup_tables WHERE name = ?1")?
+        .execute([name])?
+        > 0;
     let mut insert = conn.prepare_cached(
         "INSERT INTO lookup_tables (name, key, value, updated_at) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (name, key) DO UPDATE SET value = excluded.value",
@@ -21,7 +23,7 @@ pub fn replace(
     for (key, value) in entries {
         insert.execute(params![name, key, value, now])?;
     }
-    Ok(())
+    Ok(existed)
 }
 
 pub fn get(conn: &Connection, name: &str) -> Result<Option<LookupTable>> {
@@ -75,14 +77,17 @@ mod tests {
         assert_eq!(get(&conn, "currency").expect("get"), None);
 
         let first = pairs(&[("eur", "0.9"), ("gbp", "0.8"), ("eur", "0.92")]);
-        replace(&conn, "currency", &first, 10).expect("replace");
+        assert!(
+            !replace(&conn, "currency", &first, 10).expect("replace"),
+            "new"
+        );
         replace(&conn, "country", &pairs(&[("uk", "gb")]), 11).expect("replace");
         let table = get(&conn, "currency").expect("get").expect("exists");
         assert_eq!(table.updated_at, 10);
         assert_eq!(table.entries.len(), 2);
         assert_eq!(table.entries["eur"], "0.92");
 
-        replace(&conn, "currency", &pairs(&[("usd", "1")]), 20).expect("replace");
+        assert!(replace(&conn, "currency", &pairs(&[("usd", "1")]), 20).expect("replace"));
         let table = get(&conn, "currency").expect("get").expect("exists");
         assert_eq!(table.entries.len(), 1, "the old entries are gone");
         assert_eq!(table.entries["usd"], "1");
@@ -97,7 +102,8 @@ mod tests {
             vec![("country".into(), 1, 11), ("currency".into(), 1, 20)]
         );
 
-        replace(&conn, "country", &[], 30).expect("empty replace");
+        assert!(replace(&conn, "country", &[], 30).expect("empty replace"));
         assert_eq!(get(&conn, "country").expect("get"), None);
+        assert!(!replace(&conn, "country", &[], 31).expect("gone already"));
     }
 }

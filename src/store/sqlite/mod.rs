@@ -490,7 +490,7 @@ impl Store for SqliteStore {
         name: &str,
         entries: Vec<(String, String)>,
         now: Millis,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let name = name.to_owned();
         self.write(move |conn| Ok((lookups::replace(conn, &name, &entries, now)?, Wake::No)))
             .await
