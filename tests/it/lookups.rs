@@ -146,6 +146,17 @@ async fn invalid_tabular_processors_and_lookup_sinks_are_refused() {
     assert_problem(&bad_sink, 422);
 }
 
+/// Runs `job` to success and returns the `country_name` of each of its records.
+async fn mapped_names(app: &TestApp, job: &Value) -> Vec<Value> {
+    let id = app.create_job(job).await;
+    app.wait_for_status(&id, &["succeeded"], WAIT).await;
+    let records = app.records(&id).await;
+    records
+        .iter()
+        .map(|record| record["country_name"].clone())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_static_table_is_put_mapped_through_replaced_and_deleted() {
     let mock = Mock::start().await;
@@ -169,28 +180,18 @@ async fn a_static_table_is_put_mapped_through_replaced_and_deleted() {
     let created = put(json!({"entries": {"UK": "United Kingdom", "DE": "Germany"}})).await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
     assert_eq!(created.json()["entries"]["UK"], "United Kingdom");
-    let first = app.create_job(&job).await;
-    app.wait_for_status(&first, &["succeeded"], WAIT).await;
-    let names: Vec<Value> = app
-        .records(&first)
-        .await
-        .iter()
-        .map(|record| record["country_name"].clone())
-        .collect();
-    assert_eq!(names, [json!("United Kingdom"), json!("?")]);
+    assert_eq!(
+        mapped_names(&app, &job).await,
+        [json!("United Kingdom"), json!("?")]
+    );
 
     // A PUT replaces the whole table: the next job sees only the new entries.
     let replaced = put(json!({"entries": {"AT": "Austria"}})).await;
     assert_eq!(replaced.status, StatusCode::OK, "{}", replaced.text);
-    let second = app.create_job(&job).await;
-    app.wait_for_status(&second, &["succeeded"], WAIT).await;
-    let names: Vec<Value> = app
-        .records(&second)
-        .await
-        .iter()
-        .map(|record| record["country_name"].clone())
-        .collect();
-    assert_eq!(names, [json!("?"), json!("Austria")]);
+    assert_eq!(
+        mapped_names(&app, &job).await,
+        [json!("?"), json!("Austria")]
+    );
 
     // Bad tables are refused and change nothing.
     for (body, status, says) in [
