@@ -19,7 +19,7 @@ use super::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::clock::{Millis, rfc3339};
 use crate::engine::breaker::BreakerView;
 use crate::engine::breaker_key;
-use crate::job::spec::{JobSpec, SpecError};
+use crate::job::spec::{Catalog, JobSpec, SpecError};
 use crate::job::{
     Attempt, GeneratedSecret, IdempotencyClaim, Job, JobDetail, JobFilter, JobStatus, Step,
     StepKind, StepState,
@@ -218,15 +218,22 @@ pub(super) async fn create(
     canonical: &Value,
     explain: impl FnOnce(SpecError) -> ApiError,
 ) -> ApiResult<CreatedJob> {
+    create_with(state, &state.catalog(), headers, spec, canonical, explain).await
+}
+
+/// [`create`] planned against `catalog` (a schedule's run: its own time zone).
+pub(super) async fn create_with(
+    state: &AppState,
+    catalog: &Catalog<'_>,
+    headers: &HeaderMap,
+    spec: &JobSpec,
+    canonical: &Value,
+    explain: impl FnOnce(SpecError) -> ApiError,
+) -> ApiResult<CreatedJob> {
     let now = state.inner.clock.now();
     let claim = idempotency_claim(headers, canonical, now)?;
     let new_job = spec
-        .plan(
-            &state.catalog(),
-            state.inner.engine.step_defaults(),
-            now,
-            claim,
-        )
+        .plan(catalog, state.inner.engine.step_defaults(), now, claim)
         .map_err(explain)?;
     let secrets = new_job.generated_secrets.clone();
     let created = state.inner.store.create_job(new_job).await?;

@@ -1,11 +1,12 @@
 //! `/v1/schedules`: create, list, show (with the next run times and recent ticks), change,
-//! pause/resume (`paused` in a PATCH) and delete cron schedules.
+//! pause/resume (`paused` in a PATCH), run now and delete cron schedules.
 
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -16,10 +17,11 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{ApiJson, ApiPath};
+use super::jobs::{self, CreationProblems, JobView};
 use crate::clock::rfc3339;
 use crate::config::duration;
 use crate::job::GeneratedSecret;
-use crate::job::spec::JobSpec;
+use crate::job::spec::{Catalog, JobSpec};
 use crate::schedule::scheduler::accept;
 use crate::schedule::{CatchUp, Origin, Overlap, Schedule, ScheduleSpec, TickRow, Ticks};
 
@@ -32,6 +34,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_schedule, list_schedules))
         .routes(routes!(get_schedule, patch_schedule, delete_schedule))
+        .routes(routes!(run_schedule))
 }
 
 /// A schedule as the API shows it.
@@ -273,4 +276,41 @@ async fn delete_schedule(
     state.inner.store.delete_schedule(existing.id).await?;
     state.inner.scheduler.changed.notify_one();
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Run a schedule's job now, outside its ticks (paused or not): the job is planned from the
+/// template as a tick's would be, its relative dates read now in the schedule's zone. It is not
+/// a tick: the next run times, the recent ticks and the overlap policy are unaffected. Answers
+/// as `POST /v1/jobs` does (202 once stored; `Idempotency-Key` honoured).
+#[utoipa::path(post, path = "/v1/schedules/{key}/run", tag = "schedules",
+    params(("key" = String, Path, description = "Schedule id or name"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Makes retries of this request safe for 24 h")),
+    responses(
+        (status = 202, description = "The job, accepted and stored", body = JobView),
+        (status = 200, description = "Replay of an earlier request with the same Idempotency-Key", body = JobView),
+        (status = 404, body = Problem),
+        CreationProblems))]
+async fn run_schedule(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiPath(key): ApiPath<String>,
+) -> ApiResult<Response> {
+    let schedule = load(&state, &key).await?;
+    let ticks = Ticks::parse(&schedule.spec.cron, &schedule.spec.timezone).map_err(invalid)?;
+    let catalog = Catalog {
+        timezone: ticks.zone(),
+        ..state.catalog()
+    };
+    // A key is bound to this schedule as it is now: reused after a change, it is a conflict.
+    let canonical = serde_json::json!({"schedule": schedule.id, "version": schedule.updated_at});
+    let created = jobs::create_with(
+        &state,
+        &catalog,
+        &headers,
+        &schedule.spec.job,
+        &canonical,
+        |error| ApiError::unprocessable(format!("the schedule's job no longer plans: {error}")),
+    )
+    .await?;
+    Ok(created.into_response(|view| view))
 }

@@ -361,3 +361,43 @@ async fn queue_starts_the_next_run_once_the_previous_one_finished() {
     );
     assert_eq!(jobs(&app).await.len(), 2);
 }
+
+#[tokio::test]
+async fn a_schedule_runs_now_on_request_without_a_tick() {
+    let clock = ManualClock::new(START);
+    let app = app(&clock, None).await;
+    let mut spec = noop_schedule("on-demand");
+    spec["paused"] = json!(true);
+    create(&app, &spec).await;
+
+    let run = |key: Option<&'static str>| {
+        let mut request = app.request(Method::POST, "/v1/schedules/on-demand/run");
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        app.send(request)
+    };
+    let first = run(Some("k1")).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.text);
+    let id = first.json()["id"].as_str().expect("job id").to_owned();
+    app.wait_for_status(&id, &["succeeded"], WAIT).await;
+    let again = run(Some("k1")).await;
+    assert_eq!(again.status, StatusCode::OK, "a replay: {}", again.text);
+    assert_eq!(again.json()["id"], id.as_str());
+    let other = run(None).await;
+    assert_eq!(other.status, StatusCode::ACCEPTED, "{}", other.text);
+    assert_ne!(other.json()["id"], id.as_str());
+
+    // Not ticks: the paused schedule still has no next run, no last tick and no ticks.
+    let view = schedule(&app, "on-demand").await;
+    assert_eq!(view["next_runs"], json!([]), "{view:#}");
+    assert_eq!(view["last_tick"], Value::Null, "{view:#}");
+    assert_eq!(view["ticks"], json!([]), "{view:#}");
+    assert_eq!(jobs(&app).await.len(), 2);
+    assert_problem(&run_missing(&app).await, 404);
+}
+
+async fn run_missing(app: &TestApp) -> crate::support::harness::Answer {
+    app.send(app.request(Method::POST, "/v1/schedules/nope/run"))
+        .await
+}
