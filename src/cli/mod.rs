@@ -6,6 +6,7 @@ mod connectors;
 mod metrics;
 mod pipeline;
 mod run;
+mod schedules;
 mod settings;
 mod store;
 
@@ -49,6 +50,9 @@ pub enum Command {
     /// Jobs on a running server.
     #[command(subcommand)]
     Jobs(client::JobsCommand),
+    /// Cron schedules on a running server.
+    #[command(subcommand)]
+    Schedules(schedules::SchedulesCommand),
     /// Pipeline definitions.
     #[command(subcommand)]
     Pipeline(pipeline::PipelineCommand),
@@ -97,6 +101,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run::run(&config, args).await?,
         Command::Connectors(command) => connectors::run(&config, command).await?,
         Command::Jobs(command) => client::run(&config, command).await?,
+        Command::Schedules(command) => schedules::run(&config, command).await?,
         Command::Pipeline(command) => pipeline::run(&config, command).await?,
         Command::Metrics(command) => metrics::run(&config, command).await?,
         Command::CheckStore => store::check(&config).await?,

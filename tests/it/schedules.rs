@@ -401,3 +401,59 @@ async fn run_missing(app: &TestApp) -> crate::support::harness::Answer {
     app.send(app.request(Method::POST, "/v1/schedules/nope/run"))
         .await
 }
+
+/// `gleaner schedules …` against a real `gleaner serve`, finding it and its token through the
+/// data directory as an operator's shell would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schedules_cli_lists_runs_pauses_and_resumes() {
+    use crate::support::process::{GleanerProcess, client};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let process = GleanerProcess::start(dir.path(), &[]).await;
+    let created = client()
+        .post(process.endpoint().url("/v1/schedules"))
+        .bearer_auth(process.token())
+        .json(
+            &json!({"name": "nightly", "cron": "0 3 * * *", "paused": true,
+                      "job": {"sources": [{"connector": "noop"}]}}),
+        )
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let cli = |args: &[&str]| {
+        let output = process.run_command(args);
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.success(), stdout, stderr)
+    };
+
+    let (ok, listed, stderr) = cli(&["schedules", "list"]);
+    assert!(ok, "{stderr}");
+    assert!(listed.starts_with("nightly "), "{listed}");
+    assert!(listed.trim_end().ends_with(" paused"), "{listed}");
+
+    let (ok, ran, stderr) = cli(&["schedules", "run", "nightly"]);
+    assert!(ok, "{stderr}");
+    let job: Value = serde_json::from_str(&ran).expect("the job as JSON");
+    assert!(job["id"].is_string(), "{ran}");
+
+    let (ok, resumed, stderr) = cli(&["schedules", "resume", "nightly"]);
+    assert!(ok, "{stderr}");
+    let resumed: Value = serde_json::from_str(&resumed).expect("JSON");
+    assert_eq!(resumed["paused"], false);
+    assert_eq!(resumed["next_runs"].as_array().map(Vec::len), Some(5));
+    let (ok, paused, stderr) = cli(&["schedules", "pause", "nightly"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&paused).expect("JSON")["paused"],
+        true
+    );
+
+    let (ok, _, stderr) = cli(&["schedules", "show", "missing"]);
+    assert!(!ok);
+    assert!(stderr.contains("404"), "{stderr}");
+    let (ok, _, stderr) = cli(&["schedules", "run", "../jobs"]);
+    assert!(!ok);
+    assert!(stderr.contains("not a schedule name"), "{stderr}");
+}
