@@ -1,4 +1,5 @@
-//! `gleaner jobs …` and `pipeline import --create`: a thin client of a running server's API.
+//! `gleaner jobs …` and `pipeline import --create`: a thin client of a running server's API
+//! (`gleaner schedules …` and `gleaner metrics …` share it).
 //! The address comes from `--url`, `GLEANER_URL`, or `<data_dir>/listen.addr`; the token from
 //! `--token`, `GLEANER_TOKEN`, or `<data_dir>/admin-token`.
 
@@ -30,6 +31,25 @@ pub enum JobsCommand {
         connector: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: usize,
+    },
+    /// Create a job from a JSON spec (as `POST /v1/jobs` takes it) in a file, or `-` for stdin;
+    /// prints the job.
+    Create {
+        #[command(flatten)]
+        target: Target,
+        spec: std::path::PathBuf,
+    },
+    /// Print a job's records as NDJSON (the `data` of each, in collection order).
+    Records {
+        #[command(flatten)]
+        target: Target,
+        id: String,
+        /// The records as collected, before the job's processors.
+        #[arg(long)]
+        original: bool,
+        /// Records fetched per request (1–10 000).
+        #[arg(long, default_value_t = 10_000)]
+        page_size: usize,
     },
     /// Show a job with its steps and attempts.
     Show {
@@ -163,6 +183,52 @@ pub async fn run(config: &Config, command: JobsCommand) -> anyhow::Result<()> {
                 );
             }
             return Ok(());
+        }
+        JobsCommand::Create { target, spec } => {
+            let text = if spec.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&spec)
+                    .map_err(|error| anyhow::anyhow!("{}: {error}", spec.display()))?
+            };
+            let body: Value = serde_json::from_str(&text)
+                .map_err(|error| anyhow::anyhow!("{}: not JSON: {error}", spec.display()))?;
+            Api::new(config, target)?
+                .send_json(reqwest::Method::POST, "/v1/jobs", &body)
+                .await?
+        }
+        JobsCommand::Records {
+            target,
+            id,
+            original,
+            page_size,
+        } => {
+            let api = Api::new(config, target)?;
+            let path = format!("/v1/jobs/{id}/records");
+            let mut query = vec![("limit", page_size.to_string())];
+            if original {
+                query.push(("dataset", "original".to_owned()));
+            }
+            let mut out = std::io::stdout().lock();
+            loop {
+                let page = api.call(reqwest::Method::GET, &path, &query).await?;
+                for record in page
+                    .get("records")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    use std::io::Write as _;
+                    writeln!(out, "{}", record.get("data").unwrap_or(&Value::Null))?;
+                }
+                match page.get("next_cursor").and_then(Value::as_str) {
+                    Some(cursor) => {
+                        query.retain(|(name, _)| *name != "cursor");
+                        query.push(("cursor", cursor.to_owned()));
+                    }
+                    None => return Ok(()),
+                }
+            }
         }
         JobsCommand::Show { target, id } => {
             Api::new(config, target)?

@@ -683,3 +683,59 @@ async fn logs_are_served_as_ndjson_filtered_by_job() {
         );
     }
 }
+
+/// `gleaner jobs create` and `gleaner jobs records` against a real `gleaner serve`: a spec from
+/// a file becomes a job, and its records come back as NDJSON across pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jobs_cli_creates_a_job_and_prints_its_records() {
+    use crate::support::process::GleanerProcess;
+
+    let mock = Mock::start().await;
+    let rows: Vec<Value> = (0..25).map(|n| json!({"n": n})).collect();
+    mock.set_json("/rows", Value::Array(rows.clone()));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let process = GleanerProcess::start(&dir.path().join("data"), &[]).await;
+    let spec = dir.path().join("job.json");
+    std::fs::write(
+        &spec,
+        json!({"sources": [{"connector": "http", "settings": {"url": mock.url("/rows")}}]})
+            .to_string(),
+    )
+    .expect("write spec");
+    let cli = |args: &[&str]| {
+        let output = process.run_command(args);
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.success(), stdout, stderr)
+    };
+
+    let (ok, created, stderr) = cli(&["jobs", "create", spec.to_str().expect("utf-8 path")]);
+    assert!(ok, "{stderr}");
+    let job: Value = serde_json::from_str(&created).expect("the job as JSON");
+    let id = job["id"].as_str().expect("id").to_owned();
+    let started = std::time::Instant::now();
+    loop {
+        let (ok, shown, stderr) = cli(&["jobs", "show", &id]);
+        assert!(ok, "{stderr}");
+        let shown: Value = serde_json::from_str(&shown).expect("JSON");
+        if shown["status"] == "succeeded" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{shown:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (ok, records, stderr) = cli(&["jobs", "records", &id, "--page-size", "10"]);
+    assert!(ok, "{stderr}");
+    let printed: Vec<Value> = records
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON record per line"))
+        .collect();
+    assert_eq!(printed, rows);
+
+    let missing = dir.path().join("missing.json");
+    let (ok, _, stderr) = cli(&["jobs", "create", missing.to_str().expect("utf-8 path")]);
+    assert!(!ok && stderr.contains("missing.json"), "{stderr}");
+    std::fs::write(&spec, r#"{"sources": []}"#).expect("write spec");
+    let (ok, _, stderr) = cli(&["jobs", "create", spec.to_str().expect("utf-8 path")]);
+    assert!(!ok && stderr.contains("422"), "{stderr}");
+}
