@@ -126,6 +126,20 @@ impl Api {
         self.send(request).await
     }
 
+    /// GETs `path` and returns the items of its array `field` (`{"jobs": […]}`).
+    pub(super) async fn items(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        field: &str,
+    ) -> anyhow::Result<Vec<Value>> {
+        let mut answer = self.call(reqwest::Method::GET, path, query).await?;
+        Ok(match answer.get_mut(field).map(Value::take) {
+            Some(Value::Array(items)) => items,
+            _ => Vec::new(),
+        })
+    }
+
     /// Sends `body` as JSON and returns the answer, or an error with the problem's detail.
     pub(super) async fn send_json(
         &self,
@@ -155,6 +169,14 @@ impl Api {
     }
 }
 
+/// The text of file `path`, or of stdin for `-`.
+pub(super) fn read_input(path: &std::path::Path) -> anyhow::Result<String> {
+    if path.as_os_str() == "-" {
+        return Ok(std::io::read_to_string(std::io::stdin())?);
+    }
+    std::fs::read_to_string(path).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))
+}
+
 pub async fn run(config: &Config, command: JobsCommand) -> anyhow::Result<()> {
     let output = match command {
         JobsCommand::List {
@@ -166,15 +188,10 @@ pub async fn run(config: &Config, command: JobsCommand) -> anyhow::Result<()> {
             let mut query = vec![("limit", limit.to_string())];
             query.extend(status.map(|status| ("status", status)));
             query.extend(connector.map(|connector| ("connector", connector)));
-            let page = Api::new(config, target)?
-                .call(reqwest::Method::GET, "/v1/jobs", &query)
+            let jobs = Api::new(config, target)?
+                .items("/v1/jobs", &query, "jobs")
                 .await?;
-            for job in page
-                .get("jobs")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for job in &jobs {
                 println!(
                     "{}  {:<20} {}",
                     job.get("id").and_then(Value::as_str).unwrap_or("?"),
@@ -185,12 +202,7 @@ pub async fn run(config: &Config, command: JobsCommand) -> anyhow::Result<()> {
             return Ok(());
         }
         JobsCommand::Create { target, spec } => {
-            let text = if spec.as_os_str() == "-" {
-                std::io::read_to_string(std::io::stdin())?
-            } else {
-                std::fs::read_to_string(&spec)
-                    .map_err(|error| anyhow::anyhow!("{}: {error}", spec.display()))?
-            };
+            let text = read_input(&spec)?;
             let body: Value = serde_json::from_str(&text)
                 .map_err(|error| anyhow::anyhow!("{}: not JSON: {error}", spec.display()))?;
             Api::new(config, target)?

@@ -3,6 +3,7 @@
 
 mod client;
 mod connectors;
+mod lookups;
 mod metrics;
 mod pipeline;
 mod run;
@@ -50,6 +51,9 @@ pub enum Command {
     /// Jobs on a running server.
     #[command(subcommand)]
     Jobs(client::JobsCommand),
+    /// Lookup tables on a running server.
+    #[command(subcommand)]
+    Lookups(lookups::LookupsCommand),
     /// Cron schedules on a running server.
     #[command(subcommand)]
     Schedules(schedules::SchedulesCommand),
@@ -101,6 +105,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run::run(&config, args).await?,
         Command::Connectors(command) => connectors::run(&config, command).await?,
         Command::Jobs(command) => client::run(&config, command).await?,
+        Command::Lookups(command) => lookups::run(&config, command).await?,
         Command::Schedules(command) => schedules::run(&config, command).await?,
         Command::Pipeline(command) => pipeline::run(&config, command).await?,
         Command::Metrics(command) => metrics::run(&config, command).await?,

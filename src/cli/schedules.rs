@@ -44,15 +44,10 @@ pub enum SchedulesCommand {
 pub async fn run(config: &Config, command: SchedulesCommand) -> anyhow::Result<()> {
     let output = match command {
         SchedulesCommand::List { target } => {
-            let list = Api::new(config, target)?
-                .call(Method::GET, "/v1/schedules", &[])
+            let schedules = Api::new(config, target)?
+                .items("/v1/schedules", &[], "schedules")
                 .await?;
-            for schedule in list
-                .get("schedules")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for schedule in &schedules {
                 println!("{}", list_line(schedule));
             }
             return Ok(());

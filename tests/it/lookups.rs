@@ -229,3 +229,41 @@ async fn a_static_table_is_put_mapped_through_replaced_and_deleted() {
     let third = app.create_job(&job).await;
     app.wait_for_status(&third, &["failed"], WAIT).await;
 }
+
+/// `gleaner lookups …` against a real `gleaner serve`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lookups_cli_puts_shows_lists_and_deletes() {
+    use crate::support::process::GleanerProcess;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let process = GleanerProcess::start(&dir.path().join("data"), &[]).await;
+    let file = dir.path().join("rates.json");
+    std::fs::write(&file, r#"{"EUR": "0.9", "GBP": "0.8"}"#).expect("write");
+    let file = file.to_str().expect("utf-8 path");
+    let cli = |args: &[&str]| {
+        let output = process.run_command(args);
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.success(), stdout, stderr)
+    };
+
+    let (ok, put, stderr) = cli(&["lookups", "put", "currency", file]);
+    assert!(ok, "{stderr}");
+    assert_eq!(put.trim(), "lookup table \"currency\": 2 entries");
+    let (ok, shown, stderr) = cli(&["lookups", "show", "currency"]);
+    assert!(ok, "{stderr}");
+    let shown: Value = serde_json::from_str(&shown).expect("JSON");
+    assert_eq!(shown, json!({"EUR": "0.9", "GBP": "0.8"}));
+    let (ok, listed, stderr) = cli(&["lookups", "list"]);
+    assert!(ok, "{stderr}");
+    assert!(listed.starts_with("currency "), "{listed}");
+    assert!(listed.contains(" 2 "), "{listed}");
+
+    let (ok, _, stderr) = cli(&["lookups", "put", "bad name", file]);
+    assert!(!ok && stderr.contains("table name"), "{stderr}");
+    let (ok, deleted, stderr) = cli(&["lookups", "delete", "currency"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(deleted.trim(), "lookup table \"currency\" deleted");
+    let (ok, _, stderr) = cli(&["lookups", "delete", "currency"]);
+    assert!(!ok && stderr.contains("404"), "{stderr}");
+}
