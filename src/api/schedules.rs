@@ -21,7 +21,7 @@ use super::jobs::{self, CreationProblems, JobView};
 use crate::clock::rfc3339;
 use crate::config::duration;
 use crate::job::GeneratedSecret;
-use crate::job::spec::{Catalog, JobSpec};
+use crate::job::spec::JobSpec;
 use crate::schedule::scheduler::accept;
 use crate::schedule::{CatchUp, Origin, Overlap, Schedule, ScheduleSpec, TickRow, Ticks};
 
@@ -297,10 +297,7 @@ async fn run_schedule(
 ) -> ApiResult<Response> {
     let schedule = load(&state, &key).await?;
     let ticks = Ticks::parse(&schedule.spec.cron, &schedule.spec.timezone).map_err(invalid)?;
-    let catalog = Catalog {
-        timezone: ticks.zone(),
-        ..state.catalog()
-    };
+    let catalog = state.catalog().dated(ticks.zone(), None);
     // A key is bound to this schedule as it is now: reused after a change, it is a conflict.
     let canonical = serde_json::json!({"schedule": schedule.id, "version": schedule.updated_at});
     let created = jobs::create_with(

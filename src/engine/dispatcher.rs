@@ -54,7 +54,7 @@ impl Dispatcher {
             let mut claimed_all = false;
             if free > 0 {
                 let now = context.clock.now();
-                let lease_until = now + context.config.lease_timeout.as_millis() as i64;
+                let lease_until = context.config.lease_until(now);
                 match context.store.claim(&owner, free, now, lease_until).await {
                     Ok(claimed) => {
                         claimed_all = claimed.len() == free;

@@ -298,8 +298,8 @@ pub async fn run_step(
         }
         Outcome::Succeeded | Outcome::Delivered { .. } => {}
     }
-    let lease_until = (hand_off && kind == StepKind::Collect)
-        .then(|| now + context.config.lease_timeout.as_millis() as i64);
+    let lease_until =
+        (hand_off && kind == StepKind::Collect).then(|| context.config.lease_until(now));
     match context
         .store
         .finish_and_continue(&claimed.fence, outcome, last_page, now, lease_until)
@@ -444,7 +444,7 @@ async fn heartbeat(context: &EngineContext, claimed: &Claimed) -> Stop {
     let period = context.config.lease_timeout / 3;
     loop {
         tokio::time::sleep(period.max(Duration::from_millis(10))).await;
-        let until = context.clock.now() + context.config.lease_timeout.as_millis() as i64;
+        let until = context.config.lease_until(context.clock.now());
         match context.store.extend_lease(&claimed.fence, until).await {
             Ok(()) => {}
             Err(error @ StoreError::Fenced) => return Stop::from(error),

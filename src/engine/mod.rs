@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::clock::SharedClock;
+use crate::clock::{Millis, SharedClock};
 use crate::config::duration;
 use crate::connectors::{ConnectorContext, ConnectorRegistry};
 use crate::job::RetryBudget;
@@ -86,6 +86,11 @@ impl Default for EngineConfig {
 }
 
 impl EngineConfig {
+    /// When a lease taken or extended at `now` expires.
+    pub fn lease_until(&self, now: Millis) -> Millis {
+        now + self.lease_timeout.as_millis() as i64
+    }
+
     pub fn step_defaults(&self) -> StepDefaults {
         StepDefaults {
             max_attempts: self.max_attempts,

@@ -176,6 +176,20 @@ pub struct Catalog<'a> {
     pub sealer: &'a Sealer,
 }
 
+impl<'a> Catalog<'a> {
+    /// The same catalog resolving relative dates in `zone` (a schedule's), at `at` when given.
+    pub fn dated<'b>(self, zone: &'b TimeZone, at: Option<Millis>) -> Catalog<'b>
+    where
+        'a: 'b,
+    {
+        Catalog {
+            timezone: zone,
+            dates_at: at,
+            ..self
+        }
+    }
+}
+
 impl JobSpec {
     /// Validates the spec and turns it into a job with one step per source and per sink.
     ///

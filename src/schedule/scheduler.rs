@@ -81,10 +81,7 @@ pub fn accept(
         spec.timezone = context.timezone.iana_name().unwrap_or("UTC").to_owned();
     }
     let ticks = spec.check()?;
-    let catalog = Catalog {
-        timezone: ticks.zone(),
-        ..context.catalog()
-    };
+    let catalog = context.catalog().dated(ticks.zone(), None);
     let planned = spec
         .job
         .plan(&catalog, context.defaults, now, None)
@@ -300,11 +297,7 @@ impl Scheduler {
         }
         for (index, at) in chosen.into_iter().enumerate() {
             // Relative dates read as of the tick, in the schedule's zone.
-            let catalog = Catalog {
-                timezone: ticks.zone(),
-                dates_at: Some(at),
-                ..self.context.catalog()
-            };
+            let catalog = self.context.catalog().dated(ticks.zone(), Some(at));
             let job = match spec.job.plan(
                 &catalog,
                 self.context.defaults,
