@@ -224,6 +224,8 @@ impl App {
             limits: crate::net::UpstreamLimits::new(&config.net.rate_limits),
             data_dir: config.data_dir.clone(),
             sealer: sealer.clone(),
+            owner: format!("pipelines-{}", uuid::Uuid::now_v7().simple()).into(),
+            lease: config.engine.lease_timeout,
         });
         let metrics = crate::metrics::MetricsService::open(
             store.clone(),

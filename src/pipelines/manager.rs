@@ -2,8 +2,14 @@
 //! those stopped or deleted, and restarts one whose definition or state changed. It wakes on
 //! a nudge from the API in this process and checks every few seconds for changes made by
 //! another.
+//!
+//! Invariant: a pipeline runs in one process at a time, the holder of its lease in the store.
+//! Each pass takes or renews the leases of the pipelines that should run (a third of a lease
+//! apart at most), stops those whose lease another process took, and gives back the leases of
+//! those it stops; a source page commits only under its pipeline's holder, so a process that
+//! lost a lease without noticing yet cannot collect beside the new one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,32 +57,70 @@ impl PipelineManager {
         self.nudge.notify_one();
     }
 
-    /// Reconciles until cancelled, then stops every pipeline.
+    /// Reconciles until cancelled, then stops every pipeline and gives back its lease.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         let _stop_all = self.root.clone().drop_guard();
+        let every = RECONCILE_EVERY.min(self.ctx.lease / 3);
         loop {
             if let Err(error) = self.reconcile().await {
-                tracing::error!(%error, "cannot read pipelines");
+                tracing::error!(%error, "cannot reconcile pipelines with the store");
             }
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = self.nudge.notified() => {}
-                _ = tokio::time::sleep(RECONCILE_EVERY) => {}
+                _ = tokio::time::sleep(every) => {}
             }
         }
-        let running: Vec<Running> = self.running.lock().await.drain().map(|(_, r)| r).collect();
-        for pipeline in running {
+        let running: Vec<(Uuid, Running)> = self.running.lock().await.drain().collect();
+        let mut stopped = Vec::with_capacity(running.len());
+        for (id, pipeline) in running {
             pipeline.runtime.stop().await;
+            stopped.push(id);
+        }
+        self.release(stopped).await;
+    }
+
+    /// Gives back the leases of pipelines this process stopped running.
+    async fn release(&self, ids: Vec<Uuid>) {
+        if ids.is_empty() {
+            return;
+        }
+        if let Err(error) = self
+            .ctx
+            .store
+            .release_pipelines(self.ctx.owner.to_string(), ids)
+            .await
+        {
+            tracing::warn!(%error, "cannot give back pipeline leases; they expire instead");
         }
     }
 
-    /// One pass: start, stop and restart pipelines to match the store.
+    /// One pass: take or renew the leases of the pipelines that should run, then start, stop
+    /// and restart pipelines to match the store and the leases held.
     pub async fn reconcile(&self) -> Result<(), crate::store::Error> {
         let pipelines = self.ctx.store.list_pipelines().await?;
         let mut running = self.running.lock().await;
-        let wanted: HashMap<Uuid, &Pipeline> = pipelines
+        let runnable: Vec<Uuid> = pipelines
             .iter()
             .filter(|pipeline| pipeline.state != PipelineState::Stopped)
+            .map(|pipeline| pipeline.id)
+            .collect();
+        let now = self.ctx.clock.now();
+        let held: HashSet<Uuid> = self
+            .ctx
+            .store
+            .lease_pipelines(
+                self.ctx.owner.to_string(),
+                runnable,
+                now,
+                now + self.ctx.lease.as_millis() as Millis,
+            )
+            .await?
+            .into_iter()
+            .collect();
+        let wanted: HashMap<Uuid, &Pipeline> = pipelines
+            .iter()
+            .filter(|pipeline| held.contains(&pipeline.id))
             .map(|pipeline| (pipeline.id, pipeline))
             .collect();
         let stale: Vec<Uuid> = running
@@ -88,11 +132,23 @@ impl PipelineManager {
             })
             .map(|(id, _)| *id)
             .collect();
+        let mut released = Vec::new();
         for id in stale {
             if let Some(run) = running.remove(&id) {
                 run.runtime.stop().await;
+                if held.contains(&id) {
+                    // Its definition or state changed: started again below.
+                    continue;
+                }
+                match pipelines.iter().find(|pipeline| pipeline.id == id) {
+                    Some(pipeline) if pipeline.state != PipelineState::Stopped => {
+                        tracing::warn!(pipeline = %pipeline.spec.name, "another process took this pipeline over; stopped here");
+                    }
+                    _ => released.push(id),
+                }
             }
         }
+        self.release(released).await;
         for (id, pipeline) in wanted {
             if running.contains_key(&id) {
                 continue;

@@ -109,6 +109,9 @@ pub struct DeadMessage {
 /// checkpoint, in one transaction.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourcePage {
+    /// The process that fetched it: the page commits only while that process holds the
+    /// pipeline's lease.
+    pub owner: String,
     pub records: Vec<Value>,
     pub checkpoint: Option<Value>,
     pub stages: Vec<u32>,

@@ -46,6 +46,11 @@ pub struct PipelineContext {
     pub data_dir: PathBuf,
     /// Opens the secrets of the stored definition when a pipeline starts.
     pub sealer: crate::secrets::Sealer,
+    /// This process's name on the pipelines' leases.
+    pub owner: Arc<str>,
+    /// How long a lease lasts unrenewed: how soon another process takes over the pipelines
+    /// of one that stopped without releasing them.
+    pub lease: Duration,
 }
 
 /// A stage's limits: its own windows and those of the upstream it calls.
@@ -431,6 +436,7 @@ impl Runtime {
                         .commit_source_page(
                             self.id,
                             SourcePage {
+                                owner: self.ctx.owner.to_string(),
                                 records: page.records,
                                 checkpoint: page.checkpoint.clone(),
                                 stages: source.first.clone(),
@@ -446,6 +452,14 @@ impl Runtime {
                             empty.then(|| {
                                 clock.now() + self.spec.source.idle_interval.as_millis() as Millis
                             })
+                        }
+                        Err(crate::store::Error::Fenced) => {
+                            // The manager stops this runtime at its next pass.
+                            self.unreserve(&source.first, 1);
+                            tracing::warn!(pipeline = %self.spec.name, "another process holds this pipeline now; the page fetched here is left to it");
+                            *lock(&source.last_error) =
+                                Some("another process took this pipeline over".into());
+                            Some(clock.now() + STORE_RETRY.as_millis() as Millis)
                         }
                         Err(error) => {
                             self.unreserve(&source.first, 1);

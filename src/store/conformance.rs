@@ -797,6 +797,112 @@ pub async fn tokens_are_found_by_hash(store: &dyn Store) {
     assert!(!store.token_exists("hash-2").await.expect("absent"));
 }
 
+pub async fn a_pipeline_is_leased_to_one_owner_and_fenced_for_others(store: &dyn Store) {
+    use crate::pipelines::model::{Pipeline, PipelineState, SourcePage};
+    let spec = serde_json::from_value(json!({
+        "name": "leased",
+        "source": {"connector": "noop"},
+        "sinks": [{"type": "http", "url": "http://127.0.0.1:3/m"}],
+    }))
+    .expect("spec");
+    let pipeline = Pipeline {
+        id: Uuid::now_v7(),
+        origin: crate::schedule::Origin::Api,
+        spec,
+        state: PipelineState::Running,
+        checkpoint: None,
+        created_at: 0,
+        updated_at: 0,
+    };
+    store.create_pipeline(&pipeline).await.expect("create");
+    let id = pipeline.id;
+    let gone = Uuid::now_v7();
+    let lease = |owner: &str, now: i64| {
+        store.lease_pipelines(owner.to_owned(), vec![id, gone], now, now + 1_000)
+    };
+    let page = |owner: &str| SourcePage {
+        owner: owner.to_owned(),
+        records: vec![json!({"n": 1})],
+        checkpoint: Some(json!({"cursor": owner})),
+        stages: vec![1],
+    };
+    assert!(
+        matches!(
+            store.commit_source_page(id, page("a"), 10).await,
+            Err(Error::Fenced)
+        ),
+        "no lease taken yet"
+    );
+    assert_eq!(
+        lease("a", 0).await.expect("take"),
+        vec![id],
+        "a missing pipeline is not leased"
+    );
+    assert_eq!(
+        lease("b", 500).await.expect("refused"),
+        Vec::<Uuid>::new(),
+        "a holds it"
+    );
+    assert_eq!(lease("a", 900).await.expect("renew"), vec![id]);
+    assert_eq!(
+        lease("b", 1_500).await.expect("still held"),
+        Vec::<Uuid>::new(),
+        "renewed to 1900"
+    );
+    store
+        .commit_source_page(id, page("a"), 1_600)
+        .await
+        .expect("the holder commits");
+    assert_eq!(
+        lease("b", 1_900).await.expect("take over"),
+        vec![id],
+        "expired: taken over"
+    );
+    assert!(
+        matches!(
+            store.commit_source_page(id, page("a"), 1_950).await,
+            Err(Error::Fenced)
+        ),
+        "the old holder is fenced"
+    );
+    store
+        .commit_source_page(id, page("b"), 1_960)
+        .await
+        .expect("the new holder commits");
+    let stored = store
+        .get_pipeline(&id.to_string())
+        .await
+        .expect("get")
+        .expect("pipeline");
+    assert_eq!(stored.checkpoint, Some(json!({"cursor": "b"})));
+    assert_eq!(
+        store.pipeline_messages(id).await.expect("messages").len(),
+        2
+    );
+    store
+        .release_pipelines("a".into(), vec![id])
+        .await
+        .expect("not a's to release");
+    assert_eq!(
+        lease("c", 2_000).await.expect("still b's"),
+        Vec::<Uuid>::new()
+    );
+    store
+        .release_pipelines("b".into(), vec![id])
+        .await
+        .expect("release");
+    assert_eq!(
+        lease("c", 2_000).await.expect("free"),
+        vec![id],
+        "released: taken at once"
+    );
+    assert!(store.delete_pipeline(id).await.expect("delete"));
+    assert!(matches!(
+        store.commit_source_page(id, page("c"), 2_100).await,
+        Err(Error::NotFound)
+    ));
+}
+
 /// Instantiates every conformance test for a backend built by `$open(dir)`.
 #[macro_export]
 macro_rules! store_conformance {
@@ -815,7 +921,8 @@ macro_rules! store_conformance {
             cancel_stops_every_unfinished_step,
             rescue_all_at_start_requeues_running_steps,
             prune_deletes_only_old_finished_jobs,
-            tokens_are_found_by_hash);
+            tokens_are_found_by_hash,
+            a_pipeline_is_leased_to_one_owner_and_fenced_for_others);
     };
     (@tests $open:expr; $($name:ident),*) => {
         $(

@@ -224,7 +224,21 @@ pub trait Store: Send + Sync {
     async fn get_pipeline(&self, key: &str) -> Result<Option<Pipeline>>;
     async fn list_pipelines(&self) -> Result<Vec<Pipeline>>;
     async fn set_pipeline_state(&self, id: Uuid, state: PipelineState, now: Millis) -> Result<()>;
-    /// Commits a source page's messages and the source's new checkpoint together.
+    /// Takes or renews `owner`'s lease on each pipeline of `ids` until `until`: a lease that
+    /// is free, expired at `now` or already `owner`'s is taken. Returns the ids `owner` now
+    /// holds. A pipeline runs only in the process holding its lease (`FOR UPDATE SKIP LOCKED`
+    /// or an upsert with a condition elsewhere).
+    async fn lease_pipelines(
+        &self,
+        owner: String,
+        ids: Vec<Uuid>,
+        now: Millis,
+        until: Millis,
+    ) -> Result<Vec<Uuid>>;
+    /// Gives up `owner`'s leases on `ids`, so another process may run them at once.
+    async fn release_pipelines(&self, owner: String, ids: Vec<Uuid>) -> Result<()>;
+    /// Commits a source page's messages and the source's new checkpoint together; `Fenced`
+    /// when the page's owner no longer holds the pipeline's lease.
     async fn commit_source_page(
         &self,
         id: Uuid,

@@ -629,6 +629,24 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn lease_pipelines(
+        &self,
+        owner: String,
+        ids: Vec<Uuid>,
+        now: Millis,
+        until: Millis,
+    ) -> Result<Vec<Uuid>> {
+        self.write_background(move |conn| {
+            Ok((pipelines::lease(conn, &owner, &ids, now, until)?, Wake::No))
+        })
+        .await
+    }
+
+    async fn release_pipelines(&self, owner: String, ids: Vec<Uuid>) -> Result<()> {
+        self.write_background(move |conn| Ok((pipelines::release(conn, &owner, &ids)?, Wake::No)))
+            .await
+    }
+
     async fn commit_source_page(
         &self,
         id: Uuid,

@@ -150,6 +150,7 @@ pub fn delete(conn: &Connection, id: Uuid) -> Result<bool> {
         "pipeline_messages",
         "pipeline_counters",
         "pipeline_dead_letters",
+        "pipeline_leases",
     ] {
         conn.prepare_cached(&format!("DELETE FROM {table} WHERE pipeline_id = ?1"))?
             .execute([&key])?;
@@ -244,6 +245,20 @@ pub fn commit_page(
     now: Millis,
 ) -> Result<Vec<QueuedMessage>> {
     let key = id.to_string();
+    let holder: Option<Option<String>> = conn
+        .prepare_cached(
+            "SELECT l.owner FROM pipelines p LEFT JOIN pipeline_leases l ON l.pipeline_id = p.id
+             WHERE p.id = ?1",
+        )?
+        .query_row([&key], |row| row.get(0))
+        .optional()?;
+    match holder {
+        None => return Err(Error::NotFound),
+        Some(holder) if holder.as_deref() != Some(page.owner.as_str()) => {
+            return Err(Error::Fenced);
+        }
+        Some(_) => {}
+    }
     let changed = conn
         .prepare_cached("UPDATE pipelines SET checkpoint = ?2 WHERE id = ?1")?
         .execute(params![
@@ -485,4 +500,39 @@ pub fn replay(
         bump(conn, &key, letter.stage, "dead", -1)?;
     }
     Ok(queued)
+}
+
+/// Takes or renews `owner`'s lease on each existing pipeline of `ids` until `until` (a lease
+/// that is free, expired at `now` or already `owner`'s); returns the ids `owner` holds.
+pub fn lease(
+    conn: &Connection,
+    owner: &str,
+    ids: &[Uuid],
+    now: Millis,
+    until: Millis,
+) -> Result<Vec<Uuid>> {
+    let mut take = conn.prepare_cached(
+        "INSERT INTO pipeline_leases (pipeline_id, owner, expires_at)
+         SELECT ?1, ?2, ?4 WHERE EXISTS (SELECT 1 FROM pipelines WHERE id = ?1)
+         ON CONFLICT (pipeline_id) DO UPDATE SET owner = excluded.owner,
+             expires_at = excluded.expires_at
+         WHERE pipeline_leases.owner = excluded.owner OR pipeline_leases.expires_at <= ?3",
+    )?;
+    let mut held = Vec::with_capacity(ids.len());
+    for id in ids {
+        if take.execute(params![id.to_string(), owner, now, until])? > 0 {
+            held.push(*id);
+        }
+    }
+    Ok(held)
+}
+
+/// Drops `owner`'s leases on `ids`.
+pub fn release(conn: &Connection, owner: &str, ids: &[Uuid]) -> Result<()> {
+    let mut drop =
+        conn.prepare_cached("DELETE FROM pipeline_leases WHERE pipeline_id = ?1 AND owner = ?2")?;
+    for id in ids {
+        drop.execute(params![id.to_string(), owner])?;
+    }
+    Ok(())
 }

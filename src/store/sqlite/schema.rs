@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_status_index.sql"),
     include_str!("migrations/0009_metric_snapshot_parts.sql"),
     include_str!("migrations/0010_status_id_index.sql"),
+    include_str!("migrations/0011_pipeline_leases.sql"),
 ];
 
 /// Prepared statements each connection keeps. The store runs well over a hundred distinct
