@@ -551,7 +551,12 @@ impl Runtime {
             } else {
                 self.run(
                     stage,
-                    stage.handler.process(http, &message.payload, stage.timeout),
+                    stage.handler.process(
+                        http,
+                        self.ctx.store.as_ref(),
+                        &message.payload,
+                        stage.timeout,
+                    ),
                 )
                 .await
             };

@@ -14,6 +14,10 @@ use serde_json::{Map, Value, json};
 
 use crate::config::duration;
 pub use crate::net::RateWindow;
+use crate::processors::ProcessorSpec;
+use crate::processors::tabular::{
+    DropRowsSpec, ExtractSpec, MapSpec, MultiplySpec, RenameSpec, SetSpec,
+};
 
 /// Most processors or sinks one pipeline may hold.
 pub const MAX_STAGES: usize = 16;
@@ -130,9 +134,19 @@ impl Default for MessageRetry {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ProcessorKind {
     /// A jq filter over each record; no output drops it, several split it.
-    Jq { filter: String },
+    Jq {
+        filter: String,
+    },
     /// POSTs each record; the response body (JSON) becomes the record.
     Http(HttpCall),
+    /// The row processors of jobs, on each record (see [`crate::processors::tabular`]);
+    /// `drop_rows` drops it, `map` with a `table` reads a lookup table.
+    Rename(RenameSpec),
+    Set(SetSpec),
+    Multiply(MultiplySpec),
+    Map(MapSpec),
+    Extract(ExtractSpec),
+    DropRows(DropRowsSpec),
 }
 
 /// Where a sink stage stores each message.
@@ -238,10 +252,27 @@ impl<K: Serialize> From<Stage<K>> for Map<String, Value> {
 
 impl ProcessorKind {
     pub fn type_name(&self) -> &'static str {
-        match self {
-            ProcessorKind::Jq { .. } => "jq",
-            ProcessorKind::Http(_) => "http",
+        match self.row_processor() {
+            Some(row) => row.kind(),
+            None => match self {
+                ProcessorKind::Jq { .. } => "jq",
+                _ => "http",
+            },
         }
+    }
+
+    /// The job processor a row stage applies to each record; `None` for `jq` (which runs on
+    /// the jq pool itself) and `http`.
+    pub fn row_processor(&self) -> Option<ProcessorSpec> {
+        Some(match self {
+            ProcessorKind::Jq { .. } | ProcessorKind::Http(_) => return None,
+            ProcessorKind::Rename(spec) => ProcessorSpec::Rename(spec.clone()),
+            ProcessorKind::Set(spec) => ProcessorSpec::Set(spec.clone()),
+            ProcessorKind::Multiply(spec) => ProcessorSpec::Multiply(spec.clone()),
+            ProcessorKind::Map(spec) => ProcessorSpec::Map(spec.clone()),
+            ProcessorKind::Extract(spec) => ProcessorSpec::Extract(spec.clone()),
+            ProcessorKind::DropRows(spec) => ProcessorSpec::DropRows(spec.clone()),
+        })
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::Mutex;
@@ -12,19 +12,65 @@ use super::http::{post_record, send_record};
 use super::spec::{HttpCall, ProcessorKind, SinkKind};
 use crate::net::HttpClientFactory;
 use crate::processors::jq::JqFilter;
+use crate::processors::{Lookups, ProcessorChain, tabular};
 use crate::sinks::sql::{SqlSink, SqlSinkSpec};
+use crate::store::Store;
 
 /// Status an `http` processor must get by default.
 const PROCESSOR_STATUS: u16 = 200;
 /// Status an `http` sink must get by default (the seed's storage API answers 201).
 const SINK_STATUS: u16 = 201;
 
+/// How long a row stage uses the lookup tables it read before reading them again.
+const LOOKUP_REFRESH: Duration = Duration::from_secs(10);
+
 /// A compiled stage.
 pub enum Handler {
     Jq(JqFilter),
+    Rows(RowStage),
     HttpProcessor(HttpCall),
     HttpSink(HttpCall),
     Sql(SqlTarget),
+}
+
+/// A row processor of jobs (`rename`, `map`, …) applied to each record, with the lookup
+/// tables it reads, read again every [`LOOKUP_REFRESH`] so a replaced table takes effect.
+pub struct RowStage {
+    chain: ProcessorChain,
+    lookups: Mutex<Option<(Instant, Arc<Lookups>)>>,
+}
+
+impl RowStage {
+    /// The tables the step reads, as of at most [`LOOKUP_REFRESH`] ago; a missing one fails
+    /// the record for good (its dead letter replays once the table exists).
+    async fn lookups(&self, store: &dyn Store) -> Result<Arc<Lookups>, StageError> {
+        let tables = self.chain.tables();
+        let mut cached = self.lookups.lock().await;
+        if let Some((read_at, lookups)) = cached.as_ref()
+            && (tables.is_empty() || read_at.elapsed() < LOOKUP_REFRESH)
+        {
+            return Ok(Arc::clone(lookups));
+        }
+        let mut lookups = Lookups::new();
+        for name in tables {
+            let table = store
+                .lookup_table(&name)
+                .await
+                .map_err(|error| StageError::transient(format!("lookup table {name}: {error}")))?
+                .ok_or_else(|| StageError::permanent(tabular::missing_table(&name)))?;
+            lookups.insert(name, table.entries);
+        }
+        let lookups = Arc::new(lookups);
+        *cached = Some((Instant::now(), Arc::clone(&lookups)));
+        Ok(lookups)
+    }
+
+    async fn process(&self, store: &dyn Store, record: &Value) -> Result<Vec<Value>, StageError> {
+        let lookups = self.lookups(store).await?;
+        self.chain
+            .apply(vec![record.clone()], &lookups)
+            .map_err(|error| StageError::permanent(error.to_string()))
+    }
 }
 
 /// A SQL sink, connected on first use and again after a connection is lost.
@@ -41,6 +87,15 @@ impl Handler {
             ProcessorKind::Http(call) => {
                 super::http::validate_call(call)?;
                 Handler::HttpProcessor(call.clone())
+            }
+            row => {
+                let spec = row.row_processor().expect("a row processor");
+                let chain = ProcessorChain::compile(std::slice::from_ref(&spec))
+                    .map_err(|error| error.to_string())?;
+                Handler::Rows(RowStage {
+                    chain,
+                    lookups: Mutex::new(None),
+                })
             }
         })
     }
@@ -66,7 +121,7 @@ impl Handler {
     pub fn url(&self) -> Option<&str> {
         match self {
             Handler::HttpProcessor(call) | Handler::HttpSink(call) => Some(&call.url),
-            Handler::Jq(_) | Handler::Sql(_) => None,
+            Handler::Jq(_) | Handler::Rows(_) | Handler::Sql(_) => None,
         }
     }
 
@@ -82,6 +137,7 @@ impl Handler {
     pub async fn process(
         &self,
         http: &HttpClientFactory,
+        store: &dyn Store,
         record: &Value,
         timeout: Duration,
     ) -> Result<Vec<Value>, StageError> {
@@ -90,6 +146,7 @@ impl Handler {
                 .run_async(record.clone())
                 .await
                 .map_err(StageError::permanent),
+            Handler::Rows(rows) => rows.process(store, record).await,
             Handler::HttpProcessor(call) => {
                 post_record(http, call, record, PROCESSOR_STATUS, timeout)
                     .await
@@ -117,7 +174,7 @@ impl Handler {
                 Ok(())
             }
             Handler::Sql(target) => target.upsert(records).await,
-            Handler::Jq(_) | Handler::HttpProcessor(_) => {
+            Handler::Jq(_) | Handler::Rows(_) | Handler::HttpProcessor(_) => {
                 Err(StageError::permanent("a processor is not a sink"))
             }
         }
@@ -160,5 +217,67 @@ fn sql_error(error: crate::sinks::sql::Error) -> StageError {
         StageError::transient(error.to_string())
     } else {
         StageError::permanent(error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::pipelines::spec::ProcessorKind;
+    use crate::store::sqlite::SqliteStore;
+
+    fn map_through(table: &str) -> Handler {
+        let kind: ProcessorKind = serde_json::from_value(json!({
+            "type": "map", "column": "code", "table": table, "into": "name"
+        }))
+        .expect("a map stage");
+        Handler::processor(&kind).expect("compiles")
+    }
+
+    async fn mapped(handler: &Handler, store: &SqliteStore) -> Result<Vec<Value>, StageError> {
+        let http = HttpClientFactory::new(&Default::default()).expect("client");
+        handler
+            .process(&http, store, &json!({"code": "DE"}), Duration::from_secs(1))
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_row_stage_reads_its_table_again_after_the_refresh_interval() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("s.db"), 1).expect("store");
+        let handler = map_through("countries");
+        let missing = mapped(&handler, &store).await.expect_err("no table yet");
+        assert!(
+            !missing.retryable,
+            "a missing table is not retried: {missing:?}"
+        );
+        assert!(missing.message.contains("countries"), "{missing:?}");
+
+        let put = |name: &'static str| {
+            store.replace_lookup_table("countries", vec![("DE".into(), name.into())], 0)
+        };
+        put("Germany").await.expect("put");
+        assert_eq!(
+            mapped(&handler, &store).await.expect("mapped")[0]["name"],
+            "Germany"
+        );
+        put("Deutschland").await.expect("replace");
+        assert_eq!(
+            mapped(&handler, &store).await.expect("mapped")[0]["name"],
+            "Germany",
+            "read at most once per interval"
+        );
+        let Handler::Rows(rows) = &handler else {
+            panic!("a row stage")
+        };
+        if let Some((read_at, _)) = rows.lookups.lock().await.as_mut() {
+            *read_at -= LOOKUP_REFRESH;
+        }
+        assert_eq!(
+            mapped(&handler, &store).await.expect("mapped")[0]["name"],
+            "Deutschland"
+        );
     }
 }

@@ -471,3 +471,112 @@ async fn bad_definitions_are_refused_with_problems() {
     let paused = app.post("/v1/pipelines/p/pause", &json!({})).await;
     assert_eq!(paused.json()["state"], "paused");
 }
+
+/// A pipeline's processor stages take the row processors of jobs: `drop_rows`, `map` through a
+/// lookup table put over the API, `rename`; a `map` whose table does not exist dead-letters
+/// each message with a message naming the table, and a row stage missing its fields is a 422.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_processors_and_lookup_tables_shape_each_message() {
+    let source = MessageSourceMock::start(MessageSourceOptions {
+        pages: 3,
+        page_size: 10,
+        seed: 61,
+        ..MessageSourceOptions::default()
+    })
+    .await;
+    let storage = StorageMock::start(0.0, 62).await;
+    let app = TestApp::start().await;
+    let names: serde_json::Map<String, Value> = (0..6)
+        .map(|n| (format!("author-{n}"), json!(format!("Writer {n}"))))
+        .collect();
+    let put = app
+        .send(
+            app.request(reqwest::Method::PUT, "/v1/lookups/authors")
+                .json(&json!({"entries": names})),
+        )
+        .await;
+    assert_eq!(put.status, 201, "{}", put.text);
+    let pipeline = |name: &str, source: &MessageSourceMock, table: &str| {
+        json!({
+            "name": name,
+            "source": {
+                "connector": "message-source",
+                "settings": {"base_url": source.url(), "token": source.token()},
+                "idle_interval": "50ms",
+            },
+            "processors": [
+                {"type": "drop_rows", "where": {"column": "author", "equals": "author-6"}},
+                {"type": "map", "name": "authors", "column": "author", "table": table,
+                 "into": "author_name"},
+                {"type": "rename", "columns": {"title": "subject"}},
+            ],
+            "sinks": [{"type": "http", "name": "storage",
+                       "url": format!("{}/message", storage.url())}],
+            "retry": {"max_attempts": 2, "backoff": "10ms", "max_backoff": "10ms"},
+        })
+    };
+    let messages = source.all_messages();
+    let kept: Vec<&Value> = messages
+        .iter()
+        .filter(|message| message["author"] != "author-6")
+        .collect();
+    assert!(kept.len() < messages.len(), "some messages are dropped");
+    create(&app, &pipeline("shaped", &source, "authors")).await;
+    let done = wait_for(
+        Duration::from_secs(60),
+        "every kept message stored",
+        || view(&app, "shaped"),
+        |view| drained(view, kept.len() as u64),
+    )
+    .await;
+    assert_eq!(
+        done["stages"][1]["counters"]["entered"],
+        messages.len(),
+        "{done:#}"
+    );
+    let stored = storage.stored_messages();
+    assert_eq!(
+        stored.len(),
+        kept.len(),
+        "only the kept messages reach the sink"
+    );
+    for message in &kept {
+        let id = message["id"].as_str().expect("id");
+        let got = &stored[id];
+        let author = message["author"].as_str().expect("author");
+        let number = author.trim_start_matches("author-");
+        assert_eq!(got["author_name"], format!("Writer {number}"), "{got:#}");
+        assert_eq!(got["subject"], message["title"], "{got:#}");
+        assert!(got.get("title").is_none(), "renamed, not copied: {got:#}");
+    }
+
+    // The same stages over a table nobody filled: each message is dead-lettered at `map`.
+    let again = MessageSourceMock::start(MessageSourceOptions {
+        pages: 3,
+        page_size: 10,
+        seed: 61,
+        ..MessageSourceOptions::default()
+    })
+    .await;
+    create(&app, &pipeline("unmapped", &again, "nobody")).await;
+    let stuck = wait_for(
+        Duration::from_secs(60),
+        "every message dead-lettered at the map stage",
+        || view(&app, "unmapped"),
+        |view| view["stages"][2]["counters"]["dead"].as_u64() == Some(kept.len() as u64),
+    )
+    .await;
+    assert_eq!(stuck["stages"][4]["counters"]["done"], 0, "{stuck:#}");
+    let dead = app.get("/v1/pipelines/unmapped/dead-letters").await;
+    assert_eq!(dead.status, 200, "{}", dead.text);
+    assert!(
+        dead.text.contains("nobody"),
+        "the error names the table: {}",
+        dead.text
+    );
+
+    let mut bad = pipeline("bad", &again, "authors");
+    bad["processors"] = json!([{"type": "rename"}]);
+    let refused = app.post("/v1/pipelines", &bad).await;
+    assert_problem(&refused, 422);
+}
