@@ -140,6 +140,20 @@ impl Api {
         })
     }
 
+    /// Prints `line` of each item of the list at `path` (its array `field`).
+    pub(super) async fn print_items(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        field: &str,
+        line: impl Fn(&Value) -> String,
+    ) -> anyhow::Result<()> {
+        for item in self.items(path, query, field).await? {
+            println!("{}", line(&item));
+        }
+        Ok(())
+    }
+
     /// Sends `body` as JSON and returns the answer, or an error with the problem's detail.
     pub(super) async fn send_json(
         &self,
@@ -169,6 +183,28 @@ impl Api {
     }
 }
 
+/// The JSON in file `path`, or on stdin for `-`.
+pub(super) fn read_json(path: &std::path::Path) -> anyhow::Result<Value> {
+    let text = read_input(path)?;
+    serde_json::from_str(&text)
+        .map_err(|error| anyhow::anyhow!("{}: not JSON: {error}", path.display()))
+}
+
+/// The API path of the resource `key` in `collection` (`/v1/{collection}/{key}`), for names
+/// and ids of letters, digits, `-`, `_` and `.`: any other key cannot name one (`noun`), so it
+/// is refused here rather than sent as another path.
+pub(super) fn resource_path(collection: &str, noun: &str, key: &str) -> anyhow::Result<String> {
+    let valid = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    anyhow::ensure!(
+        valid,
+        "{key:?} is not a {noun} name or id (letters, digits, `-`, `_`, `.`)"
+    );
+    Ok(format!("/v1/{collection}/{key}"))
+}
+
 /// The text of file `path`, or of stdin for `-`.
 pub(super) fn read_input(path: &std::path::Path) -> anyhow::Result<String> {
     if path.as_os_str() == "-" {
@@ -188,23 +224,19 @@ pub async fn run(config: &Config, command: JobsCommand) -> anyhow::Result<()> {
             let mut query = vec![("limit", limit.to_string())];
             query.extend(status.map(|status| ("status", status)));
             query.extend(connector.map(|connector| ("connector", connector)));
-            let jobs = Api::new(config, target)?
-                .items("/v1/jobs", &query, "jobs")
-                .await?;
-            for job in &jobs {
-                println!(
-                    "{}  {:<20} {}",
-                    job.get("id").and_then(Value::as_str).unwrap_or("?"),
-                    job.get("status").and_then(Value::as_str).unwrap_or("?"),
-                    job.get("created_at").and_then(Value::as_str).unwrap_or("?"),
-                );
-            }
-            return Ok(());
+            return Api::new(config, target)?
+                .print_items("/v1/jobs", &query, "jobs", |job| {
+                    format!(
+                        "{}  {:<20} {}",
+                        job.get("id").and_then(Value::as_str).unwrap_or("?"),
+                        job.get("status").and_then(Value::as_str).unwrap_or("?"),
+                        job.get("created_at").and_then(Value::as_str).unwrap_or("?"),
+                    )
+                })
+                .await;
         }
         JobsCommand::Create { target, spec } => {
-            let text = read_input(&spec)?;
-            let body: Value = serde_json::from_str(&text)
-                .map_err(|error| anyhow::anyhow!("{}: not JSON: {error}", spec.display()))?;
+            let body = read_json(&spec)?;
             Api::new(config, target)?
                 .send_json(reqwest::Method::POST, "/v1/jobs", &body)
                 .await?

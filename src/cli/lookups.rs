@@ -42,20 +42,19 @@ pub enum LookupsCommand {
 pub async fn run(config: &Config, command: LookupsCommand) -> anyhow::Result<()> {
     match command {
         LookupsCommand::List { target } => {
-            let tables = Api::new(config, target)?
-                .items("/v1/lookups", &[], "tables")
+            Api::new(config, target)?
+                .print_items("/v1/lookups", &[], "tables", |table| {
+                    format!(
+                        "{:<40} {:>10} {}",
+                        table.get("name").and_then(Value::as_str).unwrap_or("?"),
+                        table.get("entries").and_then(Value::as_u64).unwrap_or(0),
+                        table
+                            .get("updated_at")
+                            .and_then(Value::as_str)
+                            .unwrap_or("?"),
+                    )
+                })
                 .await?;
-            for table in &tables {
-                println!(
-                    "{:<40} {:>10} {}",
-                    table.get("name").and_then(Value::as_str).unwrap_or("?"),
-                    table.get("entries").and_then(Value::as_u64).unwrap_or(0),
-                    table
-                        .get("updated_at")
-                        .and_then(Value::as_str)
-                        .unwrap_or("?"),
-                );
-            }
         }
         LookupsCommand::Show { target, name } => {
             let table = Api::new(config, target)?
@@ -70,9 +69,7 @@ pub async fn run(config: &Config, command: LookupsCommand) -> anyhow::Result<()>
             entries,
         } => {
             let path = path(&name)?;
-            let text = super::client::read_input(&entries)?;
-            let entries: Value = serde_json::from_str(&text)
-                .map_err(|error| anyhow::anyhow!("{}: not JSON: {error}", entries.display()))?;
+            let entries = super::client::read_json(&entries)?;
             let table = Api::new(config, target)?
                 .send_json(Method::PUT, &path, &json!({ "entries": entries }))
                 .await?;

@@ -1,13 +1,19 @@
-//! `gleaner pipeline import <config.yaml>`: turns a collection-engine seed configuration into a
-//! pipeline definition, printed as a `[[pipeline]]` table (or JSON), or created on a server.
+//! `gleaner pipeline …`: `import <config.yaml>` turns a collection-engine seed configuration
+//! into a pipeline definition, printed as a `[[pipeline]]` table (or JSON), or created on a
+//! server; the other commands list, show, create, start, pause, stop and delete the pipelines
+//! of a running server and read and replay their dead letters, through its API (the address
+//! and token as for `gleaner jobs`).
 
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use reqwest::Method;
 use serde::Serialize;
+use serde_json::{Value, json};
 
-use super::client::{Api, Target};
+use super::client::{Api, Target, read_json, resource_path};
 use crate::config::Config;
 use crate::pipelines::PipelineSpec;
 use crate::pipelines::import::from_collection_engine_yaml;
@@ -16,6 +22,65 @@ use crate::pipelines::import::from_collection_engine_yaml;
 pub enum PipelineCommand {
     /// Convert a collection-engine `config.yaml` into a pipeline definition.
     Import(ImportArgs),
+    /// List pipelines: name, state, origin (and why one cannot start).
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Show a pipeline (by name or id): its definition, cursor and each stage's counters.
+    Show {
+        #[command(flatten)]
+        target: Target,
+        key: String,
+    },
+    /// Create a pipeline from its JSON definition in a file (`-`: stdin).
+    Create {
+        #[command(flatten)]
+        target: Target,
+        spec: PathBuf,
+    },
+    /// Start a stopped or paused pipeline.
+    Start {
+        #[command(flatten)]
+        target: Target,
+        key: String,
+    },
+    /// Pause a pipeline: its source stops fetching; queued messages still flow.
+    Pause {
+        #[command(flatten)]
+        target: Target,
+        key: String,
+    },
+    /// Stop a pipeline: no stage runs; queued messages are kept.
+    Stop {
+        #[command(flatten)]
+        target: Target,
+        key: String,
+    },
+    /// Delete a pipeline with its queued messages, counters and dead letters.
+    Delete {
+        #[command(flatten)]
+        target: Target,
+        key: String,
+    },
+    /// Print a pipeline's dead letters as NDJSON, every page.
+    DeadLetters {
+        #[command(flatten)]
+        target: Target,
+        key: String,
+        /// Also those already replayed.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Queue dead letters again at the stage where they failed: those given with `--id`, or
+    /// every pending one.
+    Replay {
+        #[command(flatten)]
+        target: Target,
+        key: String,
+        #[arg(long = "id")]
+        ids: Vec<i64>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -47,7 +112,113 @@ fn to_toml(spec: &PipelineSpec) -> anyhow::Result<String> {
 }
 
 pub async fn run(config: &Config, command: PipelineCommand) -> anyhow::Result<()> {
-    let PipelineCommand::Import(args) = command;
+    let output = match command {
+        PipelineCommand::Import(args) => return import(config, args).await,
+        PipelineCommand::List { target } => {
+            return Api::new(config, target)?
+                .print_items("/v1/pipelines", &[], "pipelines", list_line)
+                .await;
+        }
+        PipelineCommand::Show { target, key } => {
+            Api::new(config, target)?
+                .call(Method::GET, &path(&key)?, &[])
+                .await?
+        }
+        PipelineCommand::Create { target, spec } => {
+            let body = read_json(&spec)?;
+            Api::new(config, target)?
+                .send_json(Method::POST, "/v1/pipelines", &body)
+                .await?
+        }
+        PipelineCommand::Start { target, key } => act(config, target, &key, "start").await?,
+        PipelineCommand::Pause { target, key } => act(config, target, &key, "pause").await?,
+        PipelineCommand::Stop { target, key } => act(config, target, &key, "stop").await?,
+        PipelineCommand::Delete { target, key } => {
+            Api::new(config, target)?
+                .call(Method::DELETE, &path(&key)?, &[])
+                .await?;
+            println!("pipeline {key:?} deleted");
+            return Ok(());
+        }
+        PipelineCommand::DeadLetters { target, key, all } => {
+            return dead_letters(config, target, &key, all).await;
+        }
+        PipelineCommand::Replay { target, key, ids } => {
+            let body = if ids.is_empty() {
+                json!({})
+            } else {
+                json!({ "ids": ids })
+            };
+            Api::new(config, target)?
+                .send_json(
+                    Method::POST,
+                    &format!("{}/dead-letters/replay", path(&key)?),
+                    &body,
+                )
+                .await?
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&output)?);
+    Ok(())
+}
+
+/// The API path of pipeline `key`.
+fn path(key: &str) -> anyhow::Result<String> {
+    resource_path("pipelines", "pipeline", key)
+}
+
+/// `POST /v1/pipelines/{key}/{action}`.
+async fn act(config: &Config, target: Target, key: &str, action: &str) -> anyhow::Result<Value> {
+    Api::new(config, target)?
+        .call(Method::POST, &format!("{}/{action}", path(key)?), &[])
+        .await
+}
+
+/// Prints every dead letter of pipeline `key` as a line of JSON, page after page.
+async fn dead_letters(config: &Config, target: Target, key: &str, all: bool) -> anyhow::Result<()> {
+    let api = Api::new(config, target)?;
+    let path = format!("{}/dead-letters", path(key)?);
+    let mut query = vec![
+        ("limit", "1000".to_owned()),
+        ("pending", (!all).to_string()),
+    ];
+    let mut out = std::io::stdout().lock();
+    loop {
+        let page = api.call(Method::GET, &path, &query).await?;
+        for letter in page
+            .get("dead_letters")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            writeln!(out, "{letter}")?;
+        }
+        match page.get("next_after").and_then(Value::as_i64) {
+            Some(after) => {
+                query.retain(|(name, _)| *name != "after");
+                query.push(("after", after.to_string()));
+            }
+            None => return Ok(()),
+        }
+    }
+}
+
+/// One pipeline as a line of `pipeline list`.
+fn list_line(pipeline: &Value) -> String {
+    let text = |field: &str| pipeline.get(field).and_then(Value::as_str).unwrap_or("?");
+    let mut line = format!(
+        "{:<30} {:<8} {}",
+        text("name"),
+        text("state"),
+        text("origin")
+    );
+    if let Some(error) = pipeline.get("start_error").and_then(Value::as_str) {
+        line.push_str(&format!("  cannot start: {error}"));
+    }
+    line
+}
+
+async fn import(config: &Config, args: ImportArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     let spec = from_collection_engine_yaml(&text, &args.name)

@@ -5,7 +5,7 @@ use clap::Subcommand;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::client::{Api, Target};
+use super::client::{Api, Target, resource_path};
 use crate::config::Config;
 
 #[derive(Debug, Subcommand)]
@@ -44,13 +44,9 @@ pub enum SchedulesCommand {
 pub async fn run(config: &Config, command: SchedulesCommand) -> anyhow::Result<()> {
     let output = match command {
         SchedulesCommand::List { target } => {
-            let schedules = Api::new(config, target)?
-                .items("/v1/schedules", &[], "schedules")
-                .await?;
-            for schedule in &schedules {
-                println!("{}", list_line(schedule));
-            }
-            return Ok(());
+            return Api::new(config, target)?
+                .print_items("/v1/schedules", &[], "schedules", list_line)
+                .await;
         }
         SchedulesCommand::Show { target, key } => {
             Api::new(config, target)?
@@ -69,18 +65,9 @@ pub async fn run(config: &Config, command: SchedulesCommand) -> anyhow::Result<(
     Ok(())
 }
 
-/// The API path of schedule `key`. Names (and ids) are letters, digits, `-`, `_` and `.`, so
-/// any other key cannot name a schedule and is refused here rather than sent as another path.
+/// The API path of schedule `key`.
 fn path(key: &str) -> anyhow::Result<String> {
-    let valid = !key.is_empty()
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    anyhow::ensure!(
-        valid,
-        "{key:?} is not a schedule name or id (letters, digits, `-`, `_`, `.`)"
-    );
-    Ok(format!("/v1/schedules/{key}"))
+    resource_path("schedules", "schedule", key)
 }
 
 async fn set_paused(

@@ -580,3 +580,125 @@ async fn row_processors_and_lookup_tables_shape_each_message() {
     let refused = app.post("/v1/pipelines", &bad).await;
     assert_problem(&refused, 422);
 }
+
+/// `gleaner pipeline create | list | show | dead-letters | replay | pause | stop | start |
+/// delete` against a real `gleaner serve`: a pipeline whose processor refuses everything
+/// dead-letters its messages, the CLI prints them as NDJSON, and after the processor recovers
+/// a replay stores them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_cli_creates_lists_replays_and_deletes() {
+    use crate::support::process::GleanerProcess;
+
+    let source = MessageSourceMock::start(MessageSourceOptions {
+        pages: 2,
+        page_size: 5,
+        seed: 71,
+        ..MessageSourceOptions::default()
+    })
+    .await;
+    let processing = ProcessingMock::start(1.0, 72).await;
+    let storage = StorageMock::start(0.0, 73).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let process = GleanerProcess::start(dir.path(), &[]).await;
+    let mut spec = seed_pipeline(
+        "cli",
+        &source,
+        &processing,
+        &storage,
+        &[],
+        &Shape {
+            max_attempts: 1,
+            ..Shape::default()
+        },
+    );
+    spec["retry"]["backoff"] = json!("10ms");
+    let spec_file = dir.path().join("cli-pipeline.json");
+    std::fs::write(&spec_file, spec.to_string()).expect("write spec");
+    let cli = |args: &[&str]| {
+        let output = process.run_command(args);
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.success(), stdout, stderr)
+    };
+    let show = || {
+        let (ok, shown, stderr) = cli(&["pipeline", "show", "cli"]);
+        assert!(ok, "{stderr}");
+        serde_json::from_str::<Value>(&shown).expect("the pipeline as JSON")
+    };
+
+    let (ok, created, stderr) = cli(&["pipeline", "create", spec_file.to_str().expect("path")]);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&created).expect("JSON")["name"],
+        "cli"
+    );
+    let (ok, listed, stderr) = cli(&["pipeline", "list"]);
+    assert!(ok, "{stderr}");
+    assert!(listed.starts_with("cli "), "{listed}");
+    assert!(listed.contains(" running "), "{listed}");
+
+    let dead = wait_for(
+        Duration::from_secs(60),
+        "every message dead-lettered at the processor",
+        || async { show() },
+        |view| view["stages"][1]["counters"]["dead"] == 10,
+    )
+    .await;
+    assert_eq!(dead["stages"][2]["counters"]["done"], 0, "{dead:#}");
+    let (ok, letters, stderr) = cli(&["pipeline", "dead-letters", "cli"]);
+    assert!(ok, "{stderr}");
+    let letters: Vec<Value> = letters
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one dead letter per line"))
+        .collect();
+    assert_eq!(letters.len(), 10, "{letters:#?}");
+    assert!(
+        letters
+            .iter()
+            .all(|letter| letter["stage_name"] == "processing")
+    );
+
+    processing.set_failure_rate(0.0);
+    let (ok, replayed, stderr) = cli(&["pipeline", "replay", "cli"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&replayed).expect("JSON")["replayed"],
+        10
+    );
+    wait_for(
+        Duration::from_secs(60),
+        "every replayed message stored",
+        || async { show() },
+        |view| view["stages"][2]["counters"]["done"] == 10,
+    )
+    .await;
+    assert_eq!(storage.stored().len(), 10);
+    let (ok, pending, stderr) = cli(&["pipeline", "dead-letters", "cli"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(pending.trim(), "", "replayed letters are no longer pending");
+    let (ok, every, _) = cli(&["pipeline", "dead-letters", "cli", "--all"]);
+    assert!(ok);
+    assert_eq!(every.lines().count(), 10);
+
+    for (action, state) in [
+        ("pause", "paused"),
+        ("stop", "stopped"),
+        ("start", "running"),
+    ] {
+        let (ok, answer, stderr) = cli(&["pipeline", action, "cli"]);
+        assert!(ok, "{action}: {stderr}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&answer).expect("JSON")["state"],
+            state,
+            "{answer}"
+        );
+    }
+    let (ok, _, stderr) = cli(&["pipeline", "delete", "cli"]);
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = cli(&["pipeline", "show", "cli"]);
+    assert!(!ok);
+    assert!(stderr.contains("404"), "{stderr}");
+    let (ok, _, stderr) = cli(&["pipeline", "start", "../jobs"]);
+    assert!(!ok);
+    assert!(stderr.contains("not a pipeline name"), "{stderr}");
+}
