@@ -56,6 +56,15 @@ pub struct StageView {
     pub live: Option<LiveStage>,
 }
 
+/// The process that runs a pipeline.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunnerView {
+    /// The process's lease name (`pipelines-…`, new at every start).
+    pub owner: String,
+    /// When another process may take the pipeline over unless this one renews the lease.
+    pub lease_expires_at: String,
+}
+
 /// A pipeline as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PipelineView {
@@ -69,6 +78,9 @@ pub struct PipelineView {
     pub state: PipelineState,
     /// Whether this process runs it now.
     pub active: bool,
+    /// The process holding its lease, which runs it (detail view only; absent when none does).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runner: Option<RunnerView>,
     /// Why it could not start, if it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub start_error: Option<String>,
@@ -123,6 +135,7 @@ impl PipelineView {
             origin: pipeline.origin,
             state: pipeline.state,
             active: false,
+            runner: None,
             start_error: state.inner.pipelines.start_failure(pipeline.id),
             spec: redacted(&pipeline.spec, state),
             checkpoint: pipeline.checkpoint.clone(),
@@ -138,6 +151,15 @@ impl PipelineView {
         let counters = state.inner.store.pipeline_counters(pipeline.id).await?;
         let live = state.inner.pipelines.live(pipeline.id).await;
         view.active = live.is_some();
+        view.runner = state
+            .inner
+            .store
+            .pipeline_lease(pipeline.id)
+            .await?
+            .map(|lease| RunnerView {
+                owner: lease.owner,
+                lease_expires_at: rfc3339(lease.expires_at),
+            });
         let (source, mut stages) = match live {
             Some(live) => (Some(live.source), live.stages),
             None => (None, Vec::new()),

@@ -53,6 +53,13 @@ pub struct Pipeline {
     pub updated_at: Millis,
 }
 
+/// Which process runs a pipeline: the holder of its lease, until the lease expires unrenewed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelineLease {
+    pub owner: String,
+    pub expires_at: Millis,
+}
+
 /// A message waiting at (or being handled by) a stage.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueuedMessage {

@@ -833,11 +833,13 @@ pub async fn a_pipeline_is_leased_to_one_owner_and_fenced_for_others(store: &dyn
         ),
         "no lease taken yet"
     );
+    assert_eq!(store.pipeline_lease(id).await.expect("read"), None);
     assert_eq!(
         lease("a", 0).await.expect("take"),
         vec![id],
         "a missing pipeline is not leased"
     );
+    assert_eq!(store.pipeline_lease(gone).await.expect("read"), None);
     assert_eq!(
         lease("b", 500).await.expect("refused"),
         Vec::<Uuid>::new(),
@@ -858,6 +860,12 @@ pub async fn a_pipeline_is_leased_to_one_owner_and_fenced_for_others(store: &dyn
         vec![id],
         "expired: taken over"
     );
+    let held = store
+        .pipeline_lease(id)
+        .await
+        .expect("read")
+        .expect("a lease");
+    assert_eq!((held.owner.as_str(), held.expires_at), ("b", 2_900));
     assert!(
         matches!(
             store.commit_source_page(id, page("a"), 1_950).await,

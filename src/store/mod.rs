@@ -21,8 +21,8 @@ use crate::job::{
     PageWrite, RecordRow, RetryBudget, Step,
 };
 use crate::pipelines::model::{
-    DeadMessage, Pipeline, PipelineDeadLetter, PipelineState, QueuedMessage, SourcePage,
-    StageCounters,
+    DeadMessage, Pipeline, PipelineDeadLetter, PipelineLease, PipelineState, QueuedMessage,
+    SourcePage, StageCounters,
 };
 use crate::schedule::{Schedule, TickFire, TickResult, TickRow};
 
@@ -235,6 +235,8 @@ pub trait Store: Send + Sync {
         now: Millis,
         until: Millis,
     ) -> Result<Vec<Uuid>>;
+    /// The lease on a pipeline, if a process holds one (expired or not).
+    async fn pipeline_lease(&self, id: Uuid) -> Result<Option<PipelineLease>>;
     /// Gives up `owner`'s leases on `ids`, so another process may run them at once.
     async fn release_pipelines(&self, owner: String, ids: Vec<Uuid>) -> Result<()>;
     /// Commits a source page's messages and the source's new checkpoint together; `Fenced`

@@ -183,6 +183,9 @@ async fn a_pipeline_runs_in_one_process_and_another_takes_it_over_when_it_dies()
         served_before_kill < PAGES,
         "the run ended before the kill ({served_before_kill} pages)"
     );
+    let view = get_json(&http, &first.endpoint(), &token, "/v1/pipelines/takeover").await;
+    let owner = view["runner"]["owner"].clone();
+    assert!(owner.is_string(), "the lease holder is shown: {view:#}");
     let (dead, survivor) = if runner == 0 {
         (&mut first, &mut second)
     } else {
@@ -210,6 +213,10 @@ async fn a_pipeline_runs_in_one_process_and_another_takes_it_over_when_it_dies()
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(done["active"], true, "{done:#}");
+    assert_ne!(
+        done["runner"]["owner"], owner,
+        "the survivor holds the lease: {done:#}"
+    );
     assert_all_stored_once(&source, &storage, &tables, data.path()).await;
     assert_counters_add_up(&done);
     let pages = source.pages_served();

@@ -40,8 +40,8 @@ use crate::job::{
     PageWrite, RecordRow, RetryBudget,
 };
 use crate::pipelines::model::{
-    DeadMessage, Pipeline, PipelineDeadLetter, PipelineState, QueuedMessage, SourcePage,
-    StageCounters,
+    DeadMessage, Pipeline, PipelineDeadLetter, PipelineLease, PipelineState, QueuedMessage,
+    SourcePage, StageCounters,
 };
 use crate::schedule::{Schedule, TickFire, TickResult, TickRow};
 use jobs::DeliveryRead;
@@ -640,6 +640,10 @@ impl Store for SqliteStore {
             Ok((pipelines::lease(conn, &owner, &ids, now, until)?, Wake::No))
         })
         .await
+    }
+
+    async fn pipeline_lease(&self, id: Uuid) -> Result<Option<PipelineLease>> {
+        self.read(move |conn| pipelines::lease_of(conn, id)).await
     }
 
     async fn release_pipelines(&self, owner: String, ids: Vec<Uuid>) -> Result<()> {

@@ -7,8 +7,8 @@ use uuid::Uuid;
 use super::rows::{self, corrupt, json};
 use crate::clock::Millis;
 use crate::pipelines::model::{
-    DeadMessage, Pipeline, PipelineDeadLetter, PipelineState, QueuedMessage, SourcePage,
-    StageCounters,
+    DeadMessage, Pipeline, PipelineDeadLetter, PipelineLease, PipelineState, QueuedMessage,
+    SourcePage, StageCounters,
 };
 use crate::schedule::Origin;
 use crate::store::{Error, Result};
@@ -525,6 +525,19 @@ pub fn lease(
         }
     }
     Ok(held)
+}
+
+/// The lease on pipeline `id`, if any.
+pub fn lease_of(conn: &Connection, id: Uuid) -> Result<Option<PipelineLease>> {
+    Ok(conn
+        .prepare_cached("SELECT owner, expires_at FROM pipeline_leases WHERE pipeline_id = ?1")?
+        .query_row([id.to_string()], |row| {
+            Ok(PipelineLease {
+                owner: row.get(0)?,
+                expires_at: row.get(1)?,
+            })
+        })
+        .optional()?)
 }
 
 /// Drops `owner`'s leases on `ids`.
