@@ -1,7 +1,8 @@
 //! The `email-attachment` connector: the CSV attached to the newest message of a day in an
 //! IMAP mailbox (the seed's private email platforms, made configurable).
 //!
-//! One `collect_page` connects (implicit TLS on 993 by default), logs in, selects the mailbox,
+//! One `collect_page` connects (implicit TLS on 993 by default, or plain IMAP upgraded with
+//! `STARTTLS` before anything else is sent), logs in, selects the mailbox,
 //! runs `UID SEARCH SENTON <date> [FROM "…"] [SUBJECT "…"]`, fetches the highest UID with
 //! `BODY.PEEK[]` (the message stays unread), takes its first CSV attachment and returns its
 //! rows as records: one page, done.
@@ -40,8 +41,9 @@ pub const ATTACHMENT_FIELD: &str = "_attachment";
 #[serde(deny_unknown_fields)]
 pub struct EmailSettings {
     pub host: String,
-    #[serde(default = "default_port")]
-    pub port: u16,
+    /// Default: 993 with implicit TLS, 143 otherwise ([`TlsMode::port`]).
+    #[serde(default)]
+    pub port: Option<u16>,
     pub username: String,
     pub password: String,
     #[serde(default = "default_mailbox")]
@@ -59,21 +61,29 @@ pub struct EmailSettings {
     pub csv: CsvSettings,
 }
 
-fn default_port() -> u16 {
-    993
-}
-
 fn default_mailbox() -> String {
     "INBOX".to_owned()
 }
 
-/// `implicit`: TLS from the first byte (IMAPS); `none`: plain IMAP, loopback hosts only.
+/// `implicit`: TLS from the first byte (IMAPS); `starttls`: plain IMAP upgraded to TLS before
+/// login (port 143); `none`: plain IMAP, loopback hosts only.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TlsMode {
     #[default]
     Implicit,
+    Starttls,
     None,
+}
+
+impl TlsMode {
+    /// The usual port: 993 for IMAPS, 143 for IMAP.
+    pub fn port(self) -> u16 {
+        match self {
+            TlsMode::Implicit => 993,
+            TlsMode::Starttls | TlsMode::None => 143,
+        }
+    }
 }
 
 /// How the attachment is read.
@@ -104,7 +114,7 @@ impl Plan {
                 settings.host
             )));
         }
-        if settings.port == 0 {
+        if settings.port == Some(0) {
             return Err(Error::Settings("port: must be 1–65535".to_owned()));
         }
         if settings.tls == TlsMode::None && !is_loopback(host) {
@@ -219,7 +229,8 @@ pub fn settings_schema() -> Value {
         "required": ["host", "username", "password", "date"],
         "properties": {
             "host": {"type": "string", "minLength": 1, "description": "IMAP server host name or IP address."},
-            "port": {"type": "integer", "minimum": 1, "maximum": 65535, "default": 993},
+            "port": {"type": "integer", "minimum": 1, "maximum": 65535,
+                     "description": "Default: 993 with `implicit` TLS, 143 with `starttls` or `none`."},
             "username": {"type": "string", "minLength": 1, "description": "Mailbox login."},
             "password": {"type": "string", "writeOnly": true, "description": "Mailbox password (or app password). Never shown again."},
             "mailbox": {"type": "string", "minLength": 1, "default": "INBOX", "description": "Folder to search."},
@@ -227,8 +238,8 @@ pub fn settings_schema() -> Value {
             "sender": {"type": "string", "minLength": 1, "description": "Only messages whose From contains this (IMAP `FROM`)."},
             "subject": {"type": "string", "minLength": 1, "description": "Only messages whose Subject contains this (IMAP `SUBJECT`)."},
             "tls": {
-                "enum": ["implicit", "none"], "default": "implicit",
-                "description": "`implicit`: TLS from the start (IMAPS). `none`: plain IMAP, accepted only for a loopback host."
+                "enum": ["implicit", "starttls", "none"], "default": "implicit",
+                "description": "`implicit`: TLS from the start (IMAPS, usually port 993). `starttls`: plain IMAP upgraded to TLS with STARTTLS before login (usually port 143). `none`: plain IMAP, accepted only for a loopback host."
             },
             "ca_cert_pem": {
                 "type": "string", "minLength": 1,
@@ -266,10 +277,18 @@ impl Connector for EmailAttachmentConnector {
 
     fn upstream(&self, settings: &Value) -> Option<String> {
         let host = settings.get("host")?.as_str()?.trim();
-        let port = settings.get("port").and_then(Value::as_u64).unwrap_or(993);
-        let scheme = match settings.get("tls").and_then(Value::as_str) {
-            Some("none") => "imap",
-            _ => "imaps",
+        let mode = settings
+            .get("tls")
+            .cloned()
+            .map(serde_json::from_value::<TlsMode>);
+        let mode = mode.and_then(Result::ok).unwrap_or_default();
+        let port = settings
+            .get("port")
+            .and_then(Value::as_u64)
+            .unwrap_or(mode.port().into());
+        let scheme = match mode {
+            TlsMode::Implicit => "imaps",
+            TlsMode::Starttls | TlsMode::None => "imap",
         };
         Some(format!("{scheme}://{host}:{port}"))
     }
@@ -333,17 +352,32 @@ async fn open(ctx: &ConnectorContext, plan: &Plan) -> Result<Client<Box<dyn Io>>
     let host = plan.host();
 
     progress::report("mailbox", format!("connecting to {host}"));
-    let stream = connect(ctx, host, plan.settings.port, connect_timeout).await?;
-    let stream: Box<dyn Io> = match plan.settings.tls {
-        TlsMode::None => Box::new(stream),
+    let port = plan.settings.port.unwrap_or(plan.settings.tls.port());
+    let stream = connect(ctx, host, port, connect_timeout).await?;
+    let roots = || plan.roots.clone().unwrap_or_else(system_roots);
+    let mut client = match plan.settings.tls {
+        TlsMode::None => Client::greet(Box::new(stream) as Box<dyn Io>, request_timeout, max_bytes)
+            .await
+            .map_err(|error| imap_error(plan, error))?,
         TlsMode::Implicit => {
-            let roots = plan.roots.clone().unwrap_or_else(system_roots);
-            Box::new(tls(stream, host, roots, connect_timeout).await?)
+            let stream = tls(stream, host, roots(), connect_timeout).await?;
+            Client::greet(Box::new(stream) as Box<dyn Io>, request_timeout, max_bytes)
+                .await
+                .map_err(|error| imap_error(plan, error))?
+        }
+        TlsMode::Starttls => {
+            let plain = Client::greet(stream, request_timeout, max_bytes)
+                .await
+                .map_err(|error| imap_error(plan, error))?;
+            let stream = plain
+                .starttls()
+                .await
+                .map_err(|error| imap_error(plan, error))?;
+            let stream = tls(stream, host, roots(), connect_timeout).await?;
+            progress::report("mailbox", "upgraded to TLS (STARTTLS)");
+            Client::resume(Box::new(stream) as Box<dyn Io>, request_timeout, max_bytes)
         }
     };
-    let mut client = Client::greet(stream, request_timeout, max_bytes)
-        .await
-        .map_err(|error| imap_error(plan, error))?;
 
     let login = client
         .login(&plan.settings.username, &plan.settings.password)
@@ -555,7 +589,9 @@ mod tests {
     #[test]
     fn settings_defaults_dates_and_plain_imap_only_on_loopback() {
         let plan = Plan::new(&settings(json!({"sender": "a@b", "subject": "Daily"}))).unwrap();
-        assert_eq!(plan.settings.port, 993);
+        assert_eq!(plan.settings.port, None);
+        assert_eq!(plan.settings.tls.port(), 993);
+        assert_eq!(TlsMode::Starttls.port(), 143);
         assert_eq!(plan.settings.mailbox, "INBOX");
         assert_eq!(plan.imap_date(), "03-Nov-2026");
         assert_eq!(
@@ -575,7 +611,7 @@ mod tests {
             json!({"subject": "a\r\nb"}),
             json!({"csv": {"delimiter": "\""}}),
             json!({"ca_cert_pem": "not a pem"}),
-            json!({"tls": "starttls"}),
+            json!({"tls": "STARTTLS"}),
         ] {
             assert!(Plan::new(&settings(bad.clone())).is_err(), "{bad}");
         }

@@ -16,7 +16,11 @@ const SUBJECT: &str = "Daily report";
 /// Two reports from the sender on 2026-11-03 (UID 7 is the newer), one the day before, and a
 /// later one that day from someone else (UID 9, which the sender filter must exclude).
 async fn mailbox() -> ImapServer {
-    ImapServer::start(vec![
+    ImapServer::start(messages()).await
+}
+
+fn messages() -> Vec<CannedMessage> {
+    vec![
         CannedMessage::with_csv(
             9,
             "2026-11-03",
@@ -53,8 +57,7 @@ async fn mailbox() -> ImapServer {
             "report_2026-11-03.csv",
             "channel,clicks,spend\r\nemail,12,3.50\r\n\"search, paid\",34,\"1,204.10\"\r\n",
         ),
-    ])
-    .await
+    ]
 }
 
 fn email_job(server: &ImapServer, password: &str, date: &str) -> Value {
@@ -201,4 +204,34 @@ async fn plain_imap_to_a_remote_host_and_an_untrusted_certificate_are_refused() 
     assert!(error.contains("TLS handshake"), "{error}");
     assert_eq!(step["attempts"], 1, "{job:#}");
     assert!(server.logins().is_empty());
+}
+
+/// `tls: "starttls"`: plain IMAP upgraded before login (the server refuses LOGIN in clear);
+/// the same job with `tls: "none"` cannot log in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starttls_upgrades_the_connection_before_login() {
+    let server = ImapServer::start_starttls(messages()).await;
+    let app = TestApp::start().await;
+
+    let mut job = email_job(&server, PASSWORD, "2026-11-03");
+    job["sources"][0]["settings"]["tls"] = json!("starttls");
+    let id = app.create_job(&job).await;
+    let done = app.wait_for_status(&id, &["succeeded"], WAIT).await;
+    assert_eq!(done["records_collected"], 2, "{done:#}");
+    assert_eq!(server.upgrades(), 1);
+    assert_eq!(server.logins(), [true]);
+    assert_eq!(server.fetches(), [7]);
+    assert_eq!(collect_step(&done)["progress"]["login"], "ok", "{done:#}");
+
+    job["sources"][0]["settings"]["tls"] = json!("none");
+    let id = app.create_job(&job).await;
+    let failed = app.wait_for_status(&id, &["failed"], WAIT).await;
+    let error = collect_step(&failed)["last_error"].to_string();
+    assert!(error.contains("login failed"), "{failed:#}");
+    assert_eq!(server.upgrades(), 1, "no upgrade without starttls");
+    assert_eq!(
+        server.logins(),
+        [true],
+        "the clear LOGIN was refused before checking"
+    );
 }

@@ -112,6 +112,31 @@ impl<S: Io> Client<S> {
         }
     }
 
+    /// A session on a stream that was upgraded by `STARTTLS`: no new greeting comes.
+    pub fn resume(stream: S, timeout: Duration, max_literal: usize) -> Self {
+        Self {
+            stream: BufReader::new(stream),
+            next_tag: 1,
+            timeout,
+            max_literal,
+        }
+    }
+
+    /// `STARTTLS`; on OK, the bare stream for the TLS handshake. Bytes the server sent after
+    /// its OK would be read as if they came over TLS (a known injection), so they are refused.
+    pub async fn starttls(mut self) -> Result<S, ImapError> {
+        self.command(&[Arg::Atom("STARTTLS")])
+            .await?
+            .ok("STARTTLS")?;
+        if !self.stream.buffer().is_empty() {
+            return Err(ImapError::Protocol(
+                "the server sent data after agreeing to STARTTLS; refused (it could be injected)"
+                    .into(),
+            ));
+        }
+        Ok(self.stream.into_inner())
+    }
+
     /// `LOGIN`; `Ok(Err(text))` when the server refuses the credentials.
     pub async fn login(
         &mut self,

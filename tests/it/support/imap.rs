@@ -2,7 +2,8 @@
 //! test CA [`CA_CERT_PEM`], valid 2000–2100 for `127.0.0.1` and `localhost`) holding a few
 //! canned messages. It answers CAPABILITY, LOGIN, SELECT INBOX, `UID SEARCH` with SENTON,
 //! FROM and SUBJECT keys (quoted or atom arguments), `UID FETCH <uid> BODY.PEEK[]` and
-//! LOGOUT, and records the logins, searches and fetches it saw.
+//! LOGOUT, and records the logins, searches and fetches it saw. [`ImapServer::start_starttls`]
+//! starts it as plain IMAP that refuses LOGIN until `STARTTLS` upgraded the connection.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -113,6 +114,8 @@ impl CannedMessage {
 
 #[derive(Default)]
 struct Seen {
+    /// Connections upgraded with STARTTLS.
+    upgrades: usize,
     logins: Vec<bool>,
     searches: Vec<String>,
     fetches: Vec<u32>,
@@ -126,7 +129,17 @@ pub struct ImapServer {
 }
 
 impl ImapServer {
+    /// IMAPS: TLS from the first byte.
     pub async fn start(messages: Vec<CannedMessage>) -> Self {
+        Self::serve(messages, false).await
+    }
+
+    /// Plain IMAP offering STARTTLS, with LOGIN refused before it.
+    pub async fn start_starttls(messages: Vec<CannedMessage>) -> Self {
+        Self::serve(messages, true).await
+    }
+
+    async fn serve(messages: Vec<CannedMessage>, starttls: bool) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let cert = CertificateDer::from_pem_slice(SERVER_CERT_PEM.as_bytes()).expect("cert");
         let key = PrivateKeyDer::from_pem_slice(SERVER_KEY_PEM.as_bytes()).expect("key");
@@ -153,13 +166,29 @@ impl ImapServer {
                 let seen = Arc::clone(&seen);
                 let messages = Arc::clone(&messages);
                 tokio::spawn(async move {
-                    if let Ok(stream) = acceptor.accept(socket).await {
-                        let _ = session(stream, &messages, &seen).await;
+                    if !starttls {
+                        if let Ok(stream) = acceptor.accept(socket).await {
+                            let _ = session(stream, &messages, &seen, Phase::Secure).await;
+                        }
+                        return;
+                    }
+                    let Ok(Some(plain)) = session(socket, &messages, &seen, Phase::Plain).await
+                    else {
+                        return;
+                    };
+                    seen.lock().unwrap().upgrades += 1;
+                    if let Ok(stream) = acceptor.accept(plain).await {
+                        let _ = session(stream, &messages, &seen, Phase::Upgraded).await;
                     }
                 });
             }
         });
         server
+    }
+
+    /// How many connections were upgraded with STARTTLS.
+    pub fn upgrades(&self) -> usize {
+        self.seen.lock().unwrap().upgrades
     }
 
     /// Whether each login attempt was accepted, in order.
@@ -211,22 +240,46 @@ fn tokens(line: &str) -> Vec<String> {
     tokens
 }
 
+/// Where a session stands on TLS.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// TLS from the first byte.
+    Secure,
+    /// Plain, before STARTTLS: LOGIN is refused.
+    Plain,
+    /// After STARTTLS: no new greeting.
+    Upgraded,
+}
+
+/// Serves one connection; `Some(stream)` when the client asked for STARTTLS in the plain
+/// phase (the caller does the handshake and goes on with [`Phase::Upgraded`]).
 async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     messages: &[CannedMessage],
     seen: &Mutex<Seen>,
-) -> std::io::Result<()> {
+    phase: Phase,
+) -> std::io::Result<Option<S>> {
     let (read, mut write) = tokio::io::split(stream);
     let mut read = BufReader::new(read);
-    write
-        .write_all(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] gleaner test IMAP ready\r\n")
-        .await?;
+    match phase {
+        Phase::Secure => {
+            write
+                .write_all(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] gleaner test IMAP ready\r\n")
+                .await?
+        }
+        Phase::Plain => write
+            .write_all(
+                b"* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] gleaner test IMAP ready\r\n",
+            )
+            .await?,
+        Phase::Upgraded => {}
+    }
     let mut logged_in = false;
     let mut selected = false;
     loop {
         let mut line = String::new();
         if read.read_line(&mut line).await? == 0 {
-            return Ok(());
+            return Ok(None);
         }
         let line = line.trim_end_matches(['\r', '\n']);
         let tokens = tokens(line);
@@ -241,6 +294,16 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
         let answer = match (command.as_str(), args) {
             ("CAPABILITY", _) => {
                 format!("* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n{tag} OK CAPABILITY completed\r\n")
+            }
+            ("STARTTLS", []) if phase == Phase::Plain => {
+                write
+                    .write_all(format!("{tag} OK Begin TLS negotiation now\r\n").as_bytes())
+                    .await?;
+                write.flush().await?;
+                return Ok(Some(read.into_inner().unsplit(write)));
+            }
+            ("LOGIN", _) if phase == Phase::Plain => {
+                format!("{tag} NO [PRIVACYREQUIRED] LOGINDISABLED: STARTTLS first\r\n")
             }
             ("LOGIN", [user, password]) => {
                 logged_in = user == USERNAME && password == PASSWORD;
@@ -311,7 +374,8 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                         format!("* BYE logging out\r\n{tag} OK LOGOUT completed\r\n").as_bytes(),
                     )
                     .await?;
-                return write.shutdown().await;
+                write.shutdown().await?;
+                return Ok(None);
             }
             _ => format!("{tag} BAD unexpected command in this state\r\n"),
         };
