@@ -458,6 +458,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn starttls_hands_back_the_stream_and_refuses_injected_bytes() {
+        let (client, server) = duplex(4096);
+        let script = vec![("G0001 STARTTLS\r\n", "G0001 OK begin TLS\r\n".to_owned())];
+        let server = tokio::spawn(serve(server, "* OK ready\r\n", script));
+        let imap = Client::greet(client, SECOND, 1_000).await.unwrap();
+        imap.starttls().await.expect("the bare stream");
+        server.await.unwrap();
+
+        // A line sent with the OK, before the handshake, would be read as if it were secure.
+        let (client, server) = duplex(4096);
+        let injected = "G0001 OK begin TLS\r\n* 1 EXISTS\r\n".to_owned();
+        let server = tokio::spawn(serve(
+            server,
+            "* OK ready\r\n",
+            vec![("G0001 STARTTLS\r\n", injected)],
+        ));
+        let imap = Client::greet(client, SECOND, 1_000).await.unwrap();
+        let refused = imap.starttls().await.err().expect("injected bytes refused");
+        assert!(
+            refused.to_string().contains("after agreeing to STARTTLS"),
+            "{refused}"
+        );
+        server.await.unwrap();
+
+        let (client, server) = duplex(4096);
+        let no = vec![("G0001 STARTTLS\r\n", "G0001 BAD not offered\r\n".to_owned())];
+        let server = tokio::spawn(serve(server, "* OK ready\r\n", no));
+        let imap = Client::greet(client, SECOND, 1_000).await.unwrap();
+        let refused = imap.starttls().await.err().expect("a refused STARTTLS");
+        assert!(refused.to_string().contains("not offered"), "{refused}");
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
     async fn login_search_and_fetch_with_a_literal() {
         let (client, server) = duplex(64 * 1024);
         let body = "Subject: x\r\n\r\nhello\r\n";
