@@ -475,7 +475,7 @@ mod tests {
             vec![("G0001 STARTTLS\r\n", injected)],
         ));
         let imap = Client::greet(client, SECOND, 1_000).await.unwrap();
-        let refused = imap.starttls().await.err().expect("injected bytes refused");
+        let refused = imap.starttls().await.expect_err("injected bytes refused");
         assert!(
             refused.to_string().contains("after agreeing to STARTTLS"),
             "{refused}"
@@ -486,7 +486,7 @@ mod tests {
         let no = vec![("G0001 STARTTLS\r\n", "G0001 BAD not offered\r\n".to_owned())];
         let server = tokio::spawn(serve(server, "* OK ready\r\n", no));
         let imap = Client::greet(client, SECOND, 1_000).await.unwrap();
-        let refused = imap.starttls().await.err().expect("a refused STARTTLS");
+        let refused = imap.starttls().await.expect_err("a refused STARTTLS");
         assert!(refused.to_string().contains("not offered"), "{refused}");
         server.await.unwrap();
     }
