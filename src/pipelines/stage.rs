@@ -60,6 +60,7 @@ impl RowStage {
                 .ok_or_else(|| StageError::permanent(tabular::missing_table(&name)))?;
             lookups.insert(name, table.entries);
         }
+        self.chain.lower_tables(&mut lookups);
         let lookups = Arc::new(lookups);
         *cached = Some((Instant::now(), Arc::clone(&lookups)));
         Ok(lookups)
@@ -278,6 +279,36 @@ mod tests {
         assert_eq!(
             mapped(&handler, &store).await.expect("mapped")[0]["name"],
             "Deutschland"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lowercase_map_matches_through_the_table_lowered_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("s.db"), 1).expect("store");
+        let kind: ProcessorKind = serde_json::from_value(json!({
+            "type": "map", "column": "code", "table": "countries", "into": "name",
+            "lowercase": true
+        }))
+        .expect("a map stage");
+        let handler = Handler::processor(&kind).expect("compiles");
+        store
+            .replace_lookup_table("countries", vec![("De".into(), "Germany".into())], 0)
+            .await
+            .expect("put");
+        assert_eq!(
+            mapped(&handler, &store).await.expect("mapped")[0]["name"],
+            "germany"
+        );
+        let Handler::Rows(rows) = &handler else {
+            panic!("a row stage")
+        };
+        let cached = rows.lookups.lock().await;
+        let (_, lookups) = cached.as_ref().expect("read");
+        assert_eq!(
+            lookups.len(),
+            2,
+            "the table and its lowered copy: {lookups:?}"
         );
     }
 }

@@ -197,6 +197,21 @@ impl ProcessorChain {
         tables
     }
 
+    /// Adds to `lookups` the lowercased copies the chain's `lowercase` maps match against,
+    /// which [`Self::apply`] otherwise makes on every call: for a caller that applies the chain
+    /// many times with the same tables (a pipeline stage, record by record).
+    pub fn lower_tables(&self, lookups: &mut Lookups) {
+        for processor in &self.processors {
+            if let Processor::Row(step) = processor
+                && let Some(name) = step.lowercase_table()
+                && let Some(entries) = lookups.get(name)
+            {
+                let lowered = tabular::lowered(entries);
+                lookups.insert(tabular::lowered_key(name), lowered);
+            }
+        }
+    }
+
     /// Runs every processor over the page, in order. Blocks the calling thread while jq runs;
     /// async callers use [`Self::apply_async`]. A table of [`Self::tables`] missing from
     /// `lookups` fails the step that reads it.

@@ -338,10 +338,18 @@ impl RowStep {
         if !mapping.lowercase {
             return Ok(Resolved::Table(Cow::Borrowed(entries)));
         }
-        let lowered = entries
-            .iter()
-            .map(|(key, value)| (key.to_lowercase(), value.clone()));
-        Ok(Resolved::Table(Cow::Owned(lowered.collect())))
+        if let Some(lowered) = lookups.get(&lowered_key(name)) {
+            return Ok(Resolved::Table(Cow::Borrowed(lowered)));
+        }
+        Ok(Resolved::Table(Cow::Owned(lowered(entries))))
+    }
+
+    /// The table a `lowercase` map reads, whose keys it matches lowercased.
+    pub(super) fn lowercase_table(&self) -> Option<&str> {
+        match self {
+            RowStep::Map(mapping) if mapping.lowercase => self.table(),
+            _ => None,
+        }
     }
 
     /// Processes one row; `Ok(None)` drops it.
@@ -375,6 +383,20 @@ impl RowStep {
 }
 
 /// The message for a table the store does not have.
+/// Where [`super::ProcessorChain::lower_tables`] keeps table `name` with lowercased keys (a
+/// key no table name can have: names are checked by [`check_table_name`]).
+pub(super) fn lowered_key(name: &str) -> String {
+    format!("{name}\u{0}lowercase")
+}
+
+/// `entries` with lowercased keys.
+pub(super) fn lowered(entries: &HashMap<String, String>) -> HashMap<String, String> {
+    entries
+        .iter()
+        .map(|(key, value)| (key.to_lowercase(), value.clone()))
+        .collect()
+}
+
 pub fn missing_table(name: &str) -> String {
     format!("lookup table {name:?} does not exist; run the job that fills it first")
 }
