@@ -78,7 +78,7 @@ pub struct PipelineView {
     pub state: PipelineState,
     /// Whether this process runs it now.
     pub active: bool,
-    /// The process holding its lease, which runs it (detail view only; absent when none does).
+    /// The process holding its lease, which runs it (absent when none does).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runner: Option<RunnerView>,
     /// Why it could not start, if it could not.
@@ -151,15 +151,7 @@ impl PipelineView {
         let counters = state.inner.store.pipeline_counters(pipeline.id).await?;
         let live = state.inner.pipelines.live(pipeline.id).await;
         view.active = live.is_some();
-        view.runner = state
-            .inner
-            .store
-            .pipeline_lease(pipeline.id)
-            .await?
-            .map(|lease| RunnerView {
-                owner: lease.owner,
-                lease_expires_at: rfc3339(lease.expires_at),
-            });
+        view.runner = runner(state, pipeline.id).await?;
         let (source, mut stages) = match live {
             Some(live) => (Some(live.source), live.stages),
             None => (None, Vec::new()),
@@ -266,12 +258,27 @@ struct PipelineList {
     responses((status = 200, body = PipelineList)))]
 async fn list_pipelines(State(state): State<AppState>) -> ApiResult<Json<PipelineList>> {
     let pipelines = state.inner.store.list_pipelines().await?;
-    Ok(Json(PipelineList {
-        pipelines: pipelines
-            .iter()
-            .map(|pipeline| PipelineView::new(pipeline, &state))
-            .collect(),
-    }))
+    let mut views = Vec::with_capacity(pipelines.len());
+    for pipeline in &pipelines {
+        let mut view = PipelineView::new(pipeline, &state);
+        view.active = state.inner.pipelines.live(pipeline.id).await.is_some();
+        view.runner = runner(&state, pipeline.id).await?;
+        views.push(view);
+    }
+    Ok(Json(PipelineList { pipelines: views }))
+}
+
+/// The process holding the pipeline's lease, if any.
+async fn runner(state: &AppState, id: Uuid) -> ApiResult<Option<RunnerView>> {
+    Ok(state
+        .inner
+        .store
+        .pipeline_lease(id)
+        .await?
+        .map(|lease| RunnerView {
+            owner: lease.owner,
+            lease_expires_at: rfc3339(lease.expires_at),
+        }))
 }
 
 /// Show a pipeline (by id or name) with each stage's counters, queue and last error.

@@ -207,11 +207,14 @@ async fn dead_letters(config: &Config, target: Target, key: &str, all: bool) -> 
 fn list_line(pipeline: &Value) -> String {
     let text = |field: &str| pipeline.get(field).and_then(Value::as_str).unwrap_or("?");
     let mut line = format!(
-        "{:<30} {:<8} {}",
+        "{:<30} {:<8} {:<6}",
         text("name"),
         text("state"),
         text("origin")
     );
+    if let Some(owner) = pipeline.pointer("/runner/owner").and_then(Value::as_str) {
+        line.push_str(&format!(" runs in {owner}"));
+    }
     if let Some(error) = pipeline.get("start_error").and_then(Value::as_str) {
         line.push_str(&format!("  cannot start: {error}"));
     }

@@ -632,10 +632,22 @@ async fn the_pipeline_cli_creates_lists_replays_and_deletes() {
         serde_json::from_str::<Value>(&created).expect("JSON")["name"],
         "cli"
     );
-    let (ok, listed, stderr) = cli(&["pipeline", "list"]);
-    assert!(ok, "{stderr}");
+    // The worker takes the pipeline's lease at its next pass, at once after the create.
+    let listed_at = Instant::now();
+    let listed = loop {
+        let (ok, listed, stderr) = cli(&["pipeline", "list"]);
+        assert!(ok, "{stderr}");
+        if listed.contains(" runs in pipelines-") || listed_at.elapsed() > Duration::from_secs(10) {
+            break listed;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(listed.starts_with("cli "), "{listed}");
     assert!(listed.contains(" running "), "{listed}");
+    assert!(
+        listed.contains(" runs in pipelines-"),
+        "the lease holder: {listed}"
+    );
 
     let dead = wait_for(
         Duration::from_secs(60),
