@@ -258,10 +258,11 @@ struct PipelineList {
     responses((status = 200, body = PipelineList)))]
 async fn list_pipelines(State(state): State<AppState>) -> ApiResult<Json<PipelineList>> {
     let pipelines = state.inner.store.list_pipelines().await?;
+    let live = state.inner.pipelines.live_all().await;
     let mut views = Vec::with_capacity(pipelines.len());
     for pipeline in &pipelines {
         let mut view = PipelineView::new(pipeline, &state);
-        view.active = state.inner.pipelines.live(pipeline.id).await.is_some();
+        view.active = live.iter().any(|(id, _)| *id == pipeline.id);
         view.runner = runner(&state, pipeline.id).await?;
         views.push(view);
     }

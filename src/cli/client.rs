@@ -154,6 +154,38 @@ impl Api {
         Ok(())
     }
 
+    /// Prints `line` of each item of the array `field` of every page at `path`, following the
+    /// page's `next` field into the query parameter `cursor` until it is absent.
+    pub(super) async fn print_pages(
+        &self,
+        path: &str,
+        mut query: Vec<(&str, String)>,
+        field: &str,
+        (next, cursor): (&str, &'static str),
+        line: impl Fn(&Value) -> String,
+    ) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        loop {
+            let page = self.call(reqwest::Method::GET, path, &query).await?;
+            for item in page
+                .get(field)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                writeln!(out, "{}", line(item))?;
+            }
+            let next = match page.get(next) {
+                Some(Value::String(text)) => text.clone(),
+                Some(Value::Number(number)) => number.to_string(),
+                _ => return Ok(()),
+            };
+            query.retain(|(name, _)| *name != cursor);
+            query.push((cursor, next));
+        }
+    }
+
     /// Sends `body` as JSON and returns the answer, or an error with the problem's detail.
     pub(super) async fn send_json(
         &self,
@@ -247,32 +279,19 @@ pub async fn run(config: &Config, command: JobsCommand) -> anyhow::Result<()> {
             original,
             page_size,
         } => {
-            let api = Api::new(config, target)?;
-            let path = format!("/v1/jobs/{id}/records");
             let mut query = vec![("limit", page_size.to_string())];
             if original {
                 query.push(("dataset", "original".to_owned()));
             }
-            let mut out = std::io::stdout().lock();
-            loop {
-                let page = api.call(reqwest::Method::GET, &path, &query).await?;
-                for record in page
-                    .get("records")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    use std::io::Write as _;
-                    writeln!(out, "{}", record.get("data").unwrap_or(&Value::Null))?;
-                }
-                match page.get("next_cursor").and_then(Value::as_str) {
-                    Some(cursor) => {
-                        query.retain(|(name, _)| *name != "cursor");
-                        query.push(("cursor", cursor.to_owned()));
-                    }
-                    None => return Ok(()),
-                }
-            }
+            return Api::new(config, target)?
+                .print_pages(
+                    &format!("/v1/jobs/{id}/records"),
+                    query,
+                    "records",
+                    ("next_cursor", "cursor"),
+                    |record| record.get("data").unwrap_or(&Value::Null).to_string(),
+                )
+                .await;
         }
         JobsCommand::Show { target, id } => {
             Api::new(config, target)?

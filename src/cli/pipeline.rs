@@ -4,7 +4,6 @@
 //! of a running server and read and replay their dead letters, through its API (the address
 //! and token as for `gleaner jobs`).
 
-use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -176,31 +175,19 @@ async fn act(config: &Config, target: Target, key: &str, action: &str) -> anyhow
 
 /// Prints every dead letter of pipeline `key` as a line of JSON, page after page.
 async fn dead_letters(config: &Config, target: Target, key: &str, all: bool) -> anyhow::Result<()> {
-    let api = Api::new(config, target)?;
-    let path = format!("{}/dead-letters", path(key)?);
-    let mut query = vec![
+    let query = vec![
         ("limit", "1000".to_owned()),
         ("pending", (!all).to_string()),
     ];
-    let mut out = std::io::stdout().lock();
-    loop {
-        let page = api.call(Method::GET, &path, &query).await?;
-        for letter in page
-            .get("dead_letters")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            writeln!(out, "{letter}")?;
-        }
-        match page.get("next_after").and_then(Value::as_i64) {
-            Some(after) => {
-                query.retain(|(name, _)| *name != "after");
-                query.push(("after", after.to_string()));
-            }
-            None => return Ok(()),
-        }
-    }
+    Api::new(config, target)?
+        .print_pages(
+            &format!("{}/dead-letters", path(key)?),
+            query,
+            "dead_letters",
+            ("next_after", "after"),
+            Value::to_string,
+        )
+        .await
 }
 
 /// One pipeline as a line of `pipeline list`.

@@ -355,15 +355,15 @@ async fn open(ctx: &ConnectorContext, plan: &Plan) -> Result<Client<Box<dyn Io>>
     let port = plan.settings.port.unwrap_or(plan.settings.tls.port());
     let stream = connect(ctx, host, port, connect_timeout).await?;
     let roots = || plan.roots.clone().unwrap_or_else(system_roots);
-    let mut client = match plan.settings.tls {
-        TlsMode::None => Client::greet(Box::new(stream) as Box<dyn Io>, request_timeout, max_bytes)
+    let greeted = |stream: Box<dyn Io>| async move {
+        Client::greet(stream, request_timeout, max_bytes)
             .await
-            .map_err(|error| imap_error(plan, error))?,
+            .map_err(|error| imap_error(plan, error))
+    };
+    let mut client = match plan.settings.tls {
+        TlsMode::None => greeted(Box::new(stream)).await?,
         TlsMode::Implicit => {
-            let stream = tls(stream, host, roots(), connect_timeout).await?;
-            Client::greet(Box::new(stream) as Box<dyn Io>, request_timeout, max_bytes)
-                .await
-                .map_err(|error| imap_error(plan, error))?
+            greeted(Box::new(tls(stream, host, roots(), connect_timeout).await?)).await?
         }
         TlsMode::Starttls => {
             let plain = Client::greet(stream, request_timeout, max_bytes)

@@ -106,18 +106,22 @@ impl PipelineManager {
             .map(|pipeline| pipeline.id)
             .collect();
         let now = self.ctx.clock.now();
-        let held: HashSet<Uuid> = self
-            .ctx
-            .store
-            .lease_pipelines(
-                self.ctx.owner.to_string(),
-                runnable,
-                now,
-                now + self.ctx.lease.as_millis() as Millis,
-            )
-            .await?
-            .into_iter()
-            .collect();
+        // No write at all on a store without runnable pipelines (every pass, most stores).
+        let held: HashSet<Uuid> = if runnable.is_empty() {
+            HashSet::new()
+        } else {
+            self.ctx
+                .store
+                .lease_pipelines(
+                    self.ctx.owner.to_string(),
+                    runnable,
+                    now,
+                    now + self.ctx.lease.as_millis() as Millis,
+                )
+                .await?
+                .into_iter()
+                .collect()
+        };
         let wanted: HashMap<Uuid, &Pipeline> = pipelines
             .iter()
             .filter(|pipeline| held.contains(&pipeline.id))

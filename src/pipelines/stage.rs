@@ -37,6 +37,8 @@ pub enum Handler {
 /// tables it reads, read again every [`LOOKUP_REFRESH`] so a replaced table takes effect.
 pub struct RowStage {
     chain: ProcessorChain,
+    /// The lookup tables the step reads (none for most row steps).
+    tables: Vec<String>,
     lookups: Mutex<Option<(Instant, Arc<Lookups>)>>,
 }
 
@@ -44,15 +46,14 @@ impl RowStage {
     /// The tables the step reads, as of at most [`LOOKUP_REFRESH`] ago; a missing one fails
     /// the record for good (its dead letter replays once the table exists).
     async fn lookups(&self, store: &dyn Store) -> Result<Arc<Lookups>, StageError> {
-        let tables = self.chain.tables();
         let mut cached = self.lookups.lock().await;
         if let Some((read_at, lookups)) = cached.as_ref()
-            && (tables.is_empty() || read_at.elapsed() < LOOKUP_REFRESH)
+            && read_at.elapsed() < LOOKUP_REFRESH
         {
             return Ok(Arc::clone(lookups));
         }
         let mut lookups = Lookups::new();
-        for name in tables {
+        for name in self.tables.iter().cloned() {
             let table = store
                 .lookup_table(&name)
                 .await
@@ -67,7 +68,11 @@ impl RowStage {
     }
 
     async fn process(&self, store: &dyn Store, record: &Value) -> Result<Vec<Value>, StageError> {
-        let lookups = self.lookups(store).await?;
+        let lookups = if self.tables.is_empty() {
+            Arc::default()
+        } else {
+            self.lookups(store).await?
+        };
         self.chain
             .apply(vec![record.clone()], &lookups)
             .map_err(|error| StageError::permanent(error.to_string()))
@@ -94,6 +99,7 @@ impl Handler {
                 let chain = ProcessorChain::compile(std::slice::from_ref(&spec))
                     .map_err(|error| error.to_string())?;
                 Handler::Rows(RowStage {
+                    tables: chain.tables(),
                     chain,
                     lookups: Mutex::new(None),
                 })
