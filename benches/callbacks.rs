@@ -40,8 +40,8 @@ use uuid::Uuid;
 mod common;
 
 use common::{
-    AppServer, Table, cpu_micros_per, engine_config, finish, fmt_ms, fresh_job, jobs_with_status,
-    noop_job_template, now_ms, percentiles, process_cpu, rate, verdict,
+    AppServer, Cpu, Table, cpu_micros_per, engine_config, finish, fmt_ms, fresh_job,
+    jobs_with_status, noop_job_template, now_ms, percentiles, process_cpu, rate, verdict,
 };
 
 /// Tasks that create jobs in the streaming run.
@@ -342,7 +342,7 @@ async fn burn_down(table: &mut Table, receiver: &Receiver, total: usize, baselin
     let (queued, _) = jobs_with_status(server.store(), "queued").await;
     assert_eq!(queued as usize, total, "pre-insert lost jobs");
     let before = receiver.seen.requests();
-    let cpu = process_cpu();
+    let cpu = Cpu::now();
     let started = Instant::now();
     server.start_engine().await;
     let (received, committed) = wait_delivered(
@@ -353,7 +353,7 @@ async fn burn_down(table: &mut Table, receiver: &Receiver, total: usize, baselin
         started,
     )
     .await;
-    let cpu = cpu_note(cpu, total);
+    let cpu = format!("{} (receiver included)", cpu.note(total, "delivery"));
     let duplicates = receiver.seen.requests() - before - total;
     let ids: Vec<Uuid> = created.iter().map(|(id, _)| *id).collect();
     check_attempt_log_and_signature(&server, &receiver.seen, &ids).await;
@@ -404,7 +404,7 @@ async fn streaming(table: &mut Table, receiver: &Receiver, total: usize, baselin
     let mut server = Server::start(&receiver.url).await;
     server.start_engine().await;
     let before = receiver.seen.requests();
-    let cpu = process_cpu();
+    let cpu = Cpu::now();
     let started = Instant::now();
     let (created, enqueued) =
         common::create_many(server.store(), &server.template, total, CREATORS).await;
@@ -416,7 +416,7 @@ async fn streaming(table: &mut Table, receiver: &Receiver, total: usize, baselin
         started,
     )
     .await;
-    let cpu = cpu_note(cpu, total);
+    let cpu = format!("{} (receiver included)", cpu.note(total, "delivery"));
     let latencies = first_attempt_latencies(&created, &receiver.seen);
     server.stop().await;
 

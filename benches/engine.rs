@@ -7,7 +7,8 @@
 //! 2. end to end over HTTP: the real router and engine, N no-op jobs POSTed by 64 clients one
 //!    per request, then by 8 clients in `POST /v1/jobs/batch` requests of 100, each timed until
 //!    every job succeeded (the first run also gives the 64-connection enqueue figures);
-//! 3. enqueue latency at 1 connection (sequential) and at 64 connections;
+//! 3. enqueue latency at 1 connection (sequential), with the engine draining the jobs and with
+//!    it stopped, and at 64 connections;
 //! 4. pickup latency: job `created_at` to its first attempt's `started_at`;
 //! 5. burn-down: jobs pre-inserted with the engine stopped, then drained, at two table sizes.
 //!
@@ -34,8 +35,8 @@ use tempfile::TempDir;
 mod common;
 
 use common::{
-    AppServer as Server, Table, create_many, engine_config, finish, fmt_ms, http_client,
-    jobs_with_status, noop_job_template, now_ms, percentiles, process_cpu, rate, selected, verdict,
+    AppServer as Server, Cpu, Table, create_many, engine_config, finish, fmt_ms, http_client,
+    jobs_with_status, noop_job_template, now_ms, percentiles, rate, selected, verdict,
 };
 
 /// Client tasks (and keep-alive connections) of the concurrent runs.
@@ -50,56 +51,6 @@ const PHASE_LIMIT: Duration = Duration::from_secs(600);
 
 fn fmt_rate(per_second: f64) -> String {
     format!("{per_second:>9.0} jobs/s")
-}
-
-/// CPU time used so far: by the store's writer threads, and by the whole process.
-///
-/// Rates are wall-clock and move with the machine's load (other builds share its cores); CPU
-/// time per job does not, so the table shows both.
-#[derive(Clone, Copy)]
-struct Cpu {
-    writer: Duration,
-    process: Duration,
-}
-
-impl Cpu {
-    fn now() -> Self {
-        // The writer thread is named `gleaner-sqlite-writer`; `comm` keeps 15 bytes of it.
-        let mut writer = Duration::ZERO;
-        if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
-            for task in tasks.flatten() {
-                let path = task.path();
-                let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-                if comm.trim_end() != "gleaner-sqlite-" {
-                    continue;
-                }
-                let nanos = std::fs::read_to_string(path.join("schedstat"))
-                    .ok()
-                    .and_then(|text| text.split_whitespace().next()?.parse::<u64>().ok())
-                    .unwrap_or(0);
-                writer += Duration::from_nanos(nanos);
-            }
-        }
-        Self {
-            writer,
-            process: process_cpu(),
-        }
-    }
-
-    /// CPU per job since `self`: (writer threads, whole process), in µs.
-    fn per_job(self, jobs: usize) -> (f64, f64) {
-        let now = Self::now();
-        let micros = |duration: Duration| duration.as_secs_f64() * 1e6 / jobs as f64;
-        let writer = now.writer.saturating_sub(self.writer);
-        let process = now.process.saturating_sub(self.process).max(writer);
-        (micros(writer), micros(process))
-    }
-
-    /// The same, as a table note.
-    fn note(self, jobs: usize) -> String {
-        let (writer, process) = self.per_job(jobs);
-        format!("CPU/job: writer thread {writer:.0} µs, whole process {process:.0} µs")
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -395,7 +346,7 @@ async fn end_to_end_run(total: usize, sending: Sending) -> EndToEnd {
     let started = Instant::now();
     let (latencies, enqueued) = post_many(&server, total, sending).await;
     let drained = wait_succeeded(&server, total, started).await;
-    let cpu = cpu.note(total);
+    let cpu = cpu.note(total, "job");
     server.stop().await;
     EndToEnd {
         latencies,
@@ -479,8 +430,11 @@ async fn end_to_end(table: &mut Table, total: usize, baseline_rate: f64) {
     );
 }
 
-async fn enqueue_sequential(table: &mut Table, total: usize) {
-    let server = start(true, true).await;
+/// Sequential enqueues at one connection, with the engine draining each job as it comes
+/// (`engine`: its claims and finishes share the writer with the enqueues) or stopped (the API
+/// and the commit alone).
+async fn enqueue_sequential(table: &mut Table, total: usize, engine: bool) {
+    let server = start(engine, true).await;
     let client = client();
     let url = format!("{}/v1/jobs", server.base);
     let body = noop_body();
@@ -492,11 +446,20 @@ async fn enqueue_sequential(table: &mut Table, total: usize) {
         latencies.push(post_job(&client, &url, &server.token, &body).await.1);
     }
     let elapsed = started.elapsed();
-    let breakdown = latency_breakdown(&server, &client, total).await;
-    wait_succeeded(&server, 2 * total + 1, Instant::now()).await;
+    let breakdown = if engine {
+        let breakdown = latency_breakdown(&server, &client, total).await;
+        wait_succeeded(&server, 2 * total + 1, Instant::now()).await;
+        breakdown
+    } else {
+        Vec::new()
+    };
     server.stop().await;
 
-    let section = "3 enqueue (engine running)";
+    let section = if engine {
+        "3 enqueue (engine running)"
+    } else {
+        "3 enqueue (engine stopped)"
+    };
     let p = percentiles(latencies);
     table.row(
         section,
@@ -662,7 +625,7 @@ async fn burn_down(total: usize) -> BurnDown {
     let started = Instant::now();
     server.start_engine().await;
     let drained = wait_succeeded(&server, total, started).await;
-    let cpu = cpu.note(total);
+    let cpu = cpu.note(total, "job");
     server.stop().await;
     BurnDown {
         drain: rate(total, drained.elapsed),
@@ -739,7 +702,7 @@ fn main() {
     eprintln!("baseline…");
     let cpu = Cpu::now();
     let elapsed = baseline(n, batch);
-    let (_, baseline_cpu) = cpu.per_job(n);
+    let (_, baseline_cpu) = cpu.per_op(n);
     let baseline_rate = rate(n, elapsed);
     table.row(
         "1 baseline (bare rusqlite)",
@@ -760,7 +723,8 @@ fn main() {
         }
         if selected("enqueue") {
             eprintln!("sequential enqueue…");
-            enqueue_sequential(&mut table, scale(5_000)).await;
+            enqueue_sequential(&mut table, scale(5_000), true).await;
+            enqueue_sequential(&mut table, scale(5_000), false).await;
         }
         if selected("pickup") {
             eprintln!("pickup…");

@@ -140,6 +140,57 @@ pub fn cpu_micros_per(since: Duration, operations: usize) -> f64 {
     spent.as_secs_f64() * 1e6 / operations as f64
 }
 
+/// CPU time used so far: by the store's writer threads (the writer and its checkpointer), and
+/// by the whole process.
+///
+/// Rates are wall-clock and move with the machine's load (other builds share its cores); CPU
+/// time per operation does not, so the tables show both.
+#[derive(Clone, Copy)]
+pub struct Cpu {
+    writer: Duration,
+    process: Duration,
+}
+
+impl Cpu {
+    pub fn now() -> Self {
+        // The writer thread is named `gleaner-sqlite-writer`; `comm` keeps 15 bytes of it.
+        let mut writer = Duration::ZERO;
+        if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+            for task in tasks.flatten() {
+                let path = task.path();
+                let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+                if comm.trim_end() != "gleaner-sqlite-" {
+                    continue;
+                }
+                let nanos = std::fs::read_to_string(path.join("schedstat"))
+                    .ok()
+                    .and_then(|text| text.split_whitespace().next()?.parse::<u64>().ok())
+                    .unwrap_or(0);
+                writer += Duration::from_nanos(nanos);
+            }
+        }
+        Self {
+            writer,
+            process: process_cpu(),
+        }
+    }
+
+    /// CPU per operation since `self`: (writer threads, whole process), in µs.
+    pub fn per_op(self, operations: usize) -> (f64, f64) {
+        let now = Self::now();
+        let micros = |duration: Duration| duration.as_secs_f64() * 1e6 / operations.max(1) as f64;
+        let writer = now.writer.saturating_sub(self.writer);
+        let process = now.process.saturating_sub(self.process).max(writer);
+        (micros(writer), micros(process))
+    }
+
+    /// The same, as a table note: "CPU/`what`: …".
+    pub fn note(self, operations: usize, what: &str) -> String {
+        let (writer, process) = self.per_op(operations);
+        format!("CPU/{what}: writer thread {writer:.0} µs, whole process {process:.0} µs")
+    }
+}
+
 /// The time of one small `synchronous=FULL` commit on the temp directory's disk.
 pub fn commit_latency() -> Percentiles {
     let dir = TempDir::new().expect("temp dir");
