@@ -63,12 +63,17 @@ fn fmt_rate(per_second: f64) -> String {
     format!("{per_second:>9.0} deliveries/s")
 }
 
-/// CPU per delivery since `since`, as a table note.
+/// CPU per delivery since `since`, as a table note (the bare loop: no store).
 fn cpu_note(since: Duration, count: usize) -> String {
     format!(
         "CPU/delivery {:.0} µs (whole process, receiver included)",
         cpu_micros_per(since, count)
     )
+}
+
+/// CPU per delivery of the engine since `since`, writer thread apart, as a table note.
+fn engine_cpu_note(since: Cpu, count: usize) -> String {
+    format!("{} (receiver included)", since.note(count, "delivery"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -353,7 +358,7 @@ async fn burn_down(table: &mut Table, receiver: &Receiver, total: usize, baselin
         started,
     )
     .await;
-    let cpu = format!("{} (receiver included)", cpu.note(total, "delivery"));
+    let cpu = engine_cpu_note(cpu, total);
     let duplicates = receiver.seen.requests() - before - total;
     let ids: Vec<Uuid> = created.iter().map(|(id, _)| *id).collect();
     check_attempt_log_and_signature(&server, &receiver.seen, &ids).await;
@@ -416,7 +421,7 @@ async fn streaming(table: &mut Table, receiver: &Receiver, total: usize, baselin
         started,
     )
     .await;
-    let cpu = format!("{} (receiver included)", cpu.note(total, "delivery"));
+    let cpu = engine_cpu_note(cpu, total);
     let latencies = first_attempt_latencies(&created, &receiver.seen);
     server.stop().await;
 

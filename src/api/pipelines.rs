@@ -19,7 +19,9 @@ use crate::clock::rfc3339;
 use crate::observability::PipelineStageSample;
 use crate::pipelines::PipelineSpec;
 use crate::pipelines::accept::{seal_secrets, validate};
-use crate::pipelines::model::{Pipeline, PipelineDeadLetter, PipelineState, StageCounters};
+use crate::pipelines::model::{
+    Pipeline, PipelineDeadLetter, PipelineLease, PipelineState, StageCounters,
+};
 use crate::pipelines::runtime::{LiveSource, LiveStage, stage_name};
 use crate::pipelines::spec::SinkKind;
 use crate::schedule::Origin;
@@ -151,7 +153,12 @@ impl PipelineView {
         let counters = state.inner.store.pipeline_counters(pipeline.id).await?;
         let live = state.inner.pipelines.live(pipeline.id).await;
         view.active = live.is_some();
-        view.runner = runner(state, pipeline.id).await?;
+        view.runner = state
+            .inner
+            .store
+            .pipeline_lease(pipeline.id)
+            .await?
+            .map(RunnerView::from);
         let (source, mut stages) = match live {
             Some(live) => (Some(live.source), live.stages),
             None => (None, Vec::new()),
@@ -259,27 +266,26 @@ struct PipelineList {
 async fn list_pipelines(State(state): State<AppState>) -> ApiResult<Json<PipelineList>> {
     let pipelines = state.inner.store.list_pipelines().await?;
     let live = state.inner.pipelines.live_all().await;
-    let mut views = Vec::with_capacity(pipelines.len());
-    for pipeline in &pipelines {
-        let mut view = PipelineView::new(pipeline, &state);
-        view.active = live.iter().any(|(id, _)| *id == pipeline.id);
-        view.runner = runner(&state, pipeline.id).await?;
-        views.push(view);
-    }
+    let mut leases = state.inner.store.pipeline_leases().await?;
+    let views = pipelines
+        .iter()
+        .map(|pipeline| {
+            let mut view = PipelineView::new(pipeline, &state);
+            view.active = live.iter().any(|(id, _)| *id == pipeline.id);
+            view.runner = leases.remove(&pipeline.id).map(RunnerView::from);
+            view
+        })
+        .collect();
     Ok(Json(PipelineList { pipelines: views }))
 }
 
-/// The process holding the pipeline's lease, if any.
-async fn runner(state: &AppState, id: Uuid) -> ApiResult<Option<RunnerView>> {
-    Ok(state
-        .inner
-        .store
-        .pipeline_lease(id)
-        .await?
-        .map(|lease| RunnerView {
+impl From<PipelineLease> for RunnerView {
+    fn from(lease: PipelineLease) -> Self {
+        Self {
             owner: lease.owner,
             lease_expires_at: rfc3339(lease.expires_at),
-        }))
+        }
+    }
 }
 
 /// Show a pipeline (by id or name) with each stage's counters, queue and last error.

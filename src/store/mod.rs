@@ -9,6 +9,7 @@
 pub mod conformance;
 pub mod sqlite;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -237,6 +238,8 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<Uuid>>;
     /// The lease on a pipeline, if a process holds one (expired or not).
     async fn pipeline_lease(&self, id: Uuid) -> Result<Option<PipelineLease>>;
+    /// Every pipeline lease held (expired or not), by pipeline: one read for a whole list.
+    async fn pipeline_leases(&self) -> Result<HashMap<Uuid, PipelineLease>>;
     /// Gives up `owner`'s leases on `ids`, so another process may run them at once.
     async fn release_pipelines(&self, owner: String, ids: Vec<Uuid>) -> Result<()>;
     /// Commits a source page's messages and the source's new checkpoint together; `Fenced`
@@ -352,7 +355,7 @@ pub struct LogEntry {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LookupTable {
     pub name: String,
-    pub entries: std::collections::HashMap<String, String>,
+    pub entries: HashMap<String, String>,
     pub updated_at: Millis,
 }
 

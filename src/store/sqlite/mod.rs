@@ -22,6 +22,7 @@ mod schema;
 mod steps;
 mod writer;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -644,6 +645,10 @@ impl Store for SqliteStore {
 
     async fn pipeline_lease(&self, id: Uuid) -> Result<Option<PipelineLease>> {
         self.read(move |conn| pipelines::lease_of(conn, id)).await
+    }
+
+    async fn pipeline_leases(&self) -> Result<HashMap<Uuid, PipelineLease>> {
+        self.read(pipelines::leases).await
     }
 
     async fn release_pipelines(&self, owner: String, ids: Vec<Uuid>) -> Result<()> {

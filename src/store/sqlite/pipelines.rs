@@ -1,5 +1,7 @@
 //! Pipelines, their queued messages, counters and dead letters.
 
+use std::collections::HashMap;
+
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::Value;
 use uuid::Uuid;
@@ -527,17 +529,34 @@ pub fn lease(
     Ok(held)
 }
 
+fn lease_row(row: &Row<'_>, from: usize) -> rusqlite::Result<PipelineLease> {
+    Ok(PipelineLease {
+        owner: row.get(from)?,
+        expires_at: row.get(from + 1)?,
+    })
+}
+
 /// The lease on pipeline `id`, if any.
 pub fn lease_of(conn: &Connection, id: Uuid) -> Result<Option<PipelineLease>> {
     Ok(conn
         .prepare_cached("SELECT owner, expires_at FROM pipeline_leases WHERE pipeline_id = ?1")?
-        .query_row([id.to_string()], |row| {
-            Ok(PipelineLease {
-                owner: row.get(0)?,
-                expires_at: row.get(1)?,
-            })
-        })
+        .query_row([id.to_string()], |row| lease_row(row, 0))
         .optional()?)
+}
+
+/// Every lease held (expired or not), by pipeline.
+pub fn leases(conn: &Connection) -> Result<HashMap<Uuid, PipelineLease>> {
+    let mut statement =
+        conn.prepare_cached("SELECT pipeline_id, owner, expires_at FROM pipeline_leases")?;
+    let rows = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, lease_row(row, 1)?)))?;
+    let mut leases = HashMap::new();
+    for row in rows {
+        let (id, lease) = row?;
+        let id = Uuid::parse_str(&id)
+            .map_err(|error| Error::Corrupt(format!("pipeline lease {id:?}: {error}")))?;
+        leases.insert(id, lease);
+    }
+    Ok(leases)
 }
 
 /// Drops `owner`'s leases on `ids`.
