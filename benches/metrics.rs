@@ -6,9 +6,12 @@
 //! 0. RSS (`VmRSS` of this process, which hosts the server and the clients): at process start,
 //!    with the application built and serving but idle, after 100 000 distinct counter series
 //!    were ingested (batches of 1000), and after one snapshot of them (peak `VmHWM` too);
-//! 1. single-event ingest: `POST /v1/metrics` with one counter event from 32 keep-alive
-//!    connections for a fixed time, against a bare axum route that deserialises the same body
-//!    into a struct and answers `{"ok":true}`, measured the same way right before;
+//! 1. single-event ingest: `POST /v1/metrics` with one counter event from 32, then 256
+//!    keep-alive connections for a fixed time, each against a bare axum route that deserialises
+//!    the same body into a struct and answers `{"ok":true}`, measured the same way right before.
+//!    At 32 connections the rate is bound by latency (each answer waits for a group commit's
+//!    fsync, the echo for nothing); at 256 both saturate the cores, so the ratio is one of CPU
+//!    per request;
 //! 2. batched ingest: `{"batch_id", "events": [1000 events over 100 series of the four types]}`
 //!    from 8 connections (bodies pre-serialised but for the unique batch id), then the same
 //!    events as NDJSON with a `Batch-Id` header;
@@ -19,7 +22,7 @@
 //! the server, the same for the baseline as for the application.
 //!
 //! Overrides: `GLEANER_BENCH_SECONDS` (each timed HTTP run, default 3), `GLEANER_BENCH_CLIENTS`
-//! (single-event connections, 32), `GLEANER_BENCH_BATCH_CLIENTS` (8), `GLEANER_BENCH_SERIES`
+//! (single-event connection counts, comma-separated, `32,256`), `GLEANER_BENCH_BATCH_CLIENTS` (8), `GLEANER_BENCH_SERIES`
 //! (100 000), `GLEANER_BENCH_DATAGRAMS` (50 000), `GLEANER_BENCH_ONLY` (some of
 //! `rss,single,batch,ndjson,statsd`); `GLEANER_BENCH_QUICK=1` scales N and times down 10×.
 
@@ -618,6 +621,23 @@ async fn statsd(table: &mut Table, datagrams: usize) {
 
 // ---------------------------------------------------------------------------------------------
 
+/// The comma-separated connection counts in `name`, else `default`.
+fn connection_counts(name: &str, default: &[usize]) -> Vec<usize> {
+    match std::env::var(name) {
+        Ok(list) => list
+            .split(',')
+            .map(|count| {
+                count
+                    .trim()
+                    .parse::<usize>()
+                    .expect("connection counts: positive numbers separated by commas")
+                    .max(1)
+            })
+            .collect(),
+        Err(_) => default.to_vec(),
+    }
+}
+
 fn main() {
     let at_start = rss();
     let quick = common::quick();
@@ -627,7 +647,7 @@ fn main() {
         .map(|value| value.trim().parse::<f64>().expect("seconds"))
         .unwrap_or(3.0);
     let duration = Duration::from_secs_f64(if quick { seconds / 10.0 } else { seconds });
-    let clients = env_usize("GLEANER_BENCH_CLIENTS", 32);
+    let clients = connection_counts("GLEANER_BENCH_CLIENTS", &[32, 256]);
     let batch_clients = env_usize("GLEANER_BENCH_BATCH_CLIENTS", 8);
     let series = scale(env_usize("GLEANER_BENCH_SERIES", 100_000));
     let datagrams = scale(env_usize("GLEANER_BENCH_DATAGRAMS", 50_000));
@@ -647,8 +667,10 @@ fn main() {
             memory(&mut table, at_start, series, batch_clients).await;
         }
         if selected("single") {
-            eprintln!("single-event ingest…");
-            single(&mut table, clients, duration).await;
+            for &connections in &clients {
+                eprintln!("single-event ingest, {connections} connections…");
+                single(&mut table, connections, duration).await;
+            }
         }
         if selected("batch") {
             eprintln!("batched ingest…");

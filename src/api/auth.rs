@@ -34,7 +34,11 @@ pub fn generate_token() -> String {
 
 /// The stored form of a token.
 pub fn hash_token(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+    hex::encode(digest(token))
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
 }
 
 /// Creates a token named `name` in the store and returns it (the only time it is visible).
@@ -51,26 +55,27 @@ pub async fn create_token(
     Ok(token)
 }
 
-/// Hashes of tokens already verified against the store.
+/// SHA-256 digests of tokens already verified against the store, kept as bytes so that a
+/// request with a known token costs one digest and one lookup, no hex string.
 #[derive(Default)]
 pub struct TokenCache {
-    known: RwLock<HashSet<String>>,
+    known: RwLock<HashSet<[u8; 32]>>,
 }
 
 impl TokenCache {
     async fn verify(&self, store: &dyn Store, token: &str) -> Result<bool, ApiError> {
-        let hash = hash_token(token);
+        let digest = digest(token);
         if self
             .known
             .read()
-            .map(|known| known.contains(&hash))
+            .map(|known| known.contains(&digest))
             .unwrap_or(false)
         {
             return Ok(true);
         }
-        let exists = store.token_exists(&hash).await?;
+        let exists = store.token_exists(&hex::encode(digest)).await?;
         if exists && let Ok(mut known) = self.known.write() {
-            known.insert(hash);
+            known.insert(digest);
         }
         Ok(exists)
     }
