@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use super::EngineContext;
 use super::execute::run_step;
 use crate::job::Claimed;
+use crate::store::Handed;
 
 /// Runs steps for one process. Several dispatchers (processes) may share one store: claims are
 /// exclusive and every write is fenced.
@@ -122,9 +123,12 @@ impl Dispatcher {
 /// Runs `step` and then each step it hands back, in one worker slot. A stopping worker takes
 /// on no delivery: it is queued for the next process instead.
 async fn run_slot(context: &EngineContext, step: Claimed, stopping: &CancellationToken) {
-    let mut next = Some(step);
-    while let Some(step) = next {
-        next = run_step(context, step, !stopping.is_cancelled()).await;
+    let mut next = Some(Handed {
+        claimed: step,
+        input: None,
+    });
+    while let Some(Handed { claimed, input }) = next {
+        next = run_step(context, claimed, input, !stopping.is_cancelled()).await;
     }
 }
 

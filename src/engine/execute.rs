@@ -18,7 +18,7 @@ use crate::job::{Claimed, JobStatus, Outcome, PageWrite, Receipt, StepError, Ste
 use crate::net::Retryability;
 use crate::processors::{Lookups, ProcessorChain, ProcessorSpec, tabular};
 use crate::sinks::{Delivery, SourceOutcome};
-use crate::store::{DisabledEndpoint, Error as StoreError};
+use crate::store::{DeliveryInput, DisabledEndpoint, Error as StoreError, Handed};
 
 /// What a collect step runs.
 #[derive(Deserialize)]
@@ -190,12 +190,14 @@ pub fn breaker_key(
 
 /// Runs one claimed step to the end of its attempt and records the outcome. With `hand_off`,
 /// a collect step that ends its job's last source hands back the job's deliver step, already
-/// leased to this worker: the caller runs it next in the same slot.
+/// leased to this worker: the caller runs it next in the same slot, with the `input` the
+/// store read for it when it handed it over.
 pub async fn run_step(
     context: &EngineContext,
     mut claimed: Claimed,
+    input: Option<DeliveryInput>,
     hand_off: bool,
-) -> Option<Claimed> {
+) -> Option<Handed> {
     let started = Instant::now();
     // Settings are stored with their secrets sealed; this attempt's copy holds them in clear.
     let unsealed = context.sealer.unseal_all(&mut claimed.step.config);
@@ -244,7 +246,7 @@ pub async fn run_step(
                 StepKind::Collect => collect(context, &claimed, breaker)
                     .await
                     .map(|page| Ok(Done::Collected(page))),
-                StepKind::Deliver => deliver(context, &claimed, breaker)
+                StepKind::Deliver => deliver(context, &claimed, input, breaker)
                     .await
                     .map(|receipt| Ok(Done::Delivered(receipt))),
             }
@@ -576,10 +578,12 @@ async fn load_lookups(context: &EngineContext, chain: &ProcessorChain) -> StepRe
     Ok(Arc::new(lookups))
 }
 
-/// Delivers the job's sources' outcome and every record to the step's sink.
+/// Delivers the job's sources' outcome and every record to the step's sink; `input` is what
+/// the store already read for it, if anything.
 async fn deliver(
     context: &EngineContext,
     claimed: &Claimed,
+    input: Option<DeliveryInput>,
     breaker: Option<&str>,
 ) -> StepResult<Receipt> {
     let config: DeliverConfig =
@@ -596,12 +600,15 @@ async fn deliver(
         ))
     })?;
     let job_id = claimed.step.job_id;
-    let input = context
-        .store
-        .delivery_input(job_id, entry.sink.endpoint(&config.settings))
-        .await
-        .map_err(|error| Err(Stop::from(error)))?
-        .ok_or(Err(Stop::Store(StoreError::NotFound)))?;
+    let input = match input {
+        Some(input) => input,
+        None => context
+            .store
+            .delivery_input(job_id, entry.sink.endpoint(&config.settings))
+            .await
+            .map_err(|error| Err(Stop::from(error)))?
+            .ok_or(Err(Stop::Store(StoreError::NotFound)))?,
+    };
     if let Some(disabled) = input.disabled {
         return Err(Ok(Failure::permanent(
             "endpoint_disabled",

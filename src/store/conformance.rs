@@ -100,6 +100,18 @@ async fn succeed_and_continue(
     now: i64,
     lease_until: Option<i64>,
 ) -> super::Result<Option<Claimed>> {
+    Ok(handed_on(store, fence, now, lease_until)
+        .await?
+        .map(|handed| handed.claimed))
+}
+
+/// [`succeed_and_continue`], keeping the input read with the handed step.
+async fn handed_on(
+    store: &dyn Store,
+    fence: &Fence,
+    now: i64,
+    lease_until: Option<i64>,
+) -> super::Result<Option<super::Handed>> {
     store
         .finish_and_continue(fence, Outcome::Succeeded, None, now, lease_until)
         .await
@@ -265,6 +277,71 @@ pub async fn delivery_input_is_one_snapshot_of_what_a_delivery_sends(store: &dyn
     );
     let other = input_of(store, job.id, "https://other.example/").await;
     assert!(other.disabled.is_none(), "only the named endpoint");
+}
+
+/// A handed deliver step may come with its input, read in the transaction that ended the
+/// last source: then it is exactly what `delivery_input` reads afterwards. While any endpoint
+/// is disabled the store cannot know whether it is this step's, so it reads nothing then.
+pub async fn a_handed_delivery_comes_with_its_input_when_no_endpoint_is_disabled(
+    store: &dyn Store,
+) {
+    let job = store
+        .create_job(new_job(1, 1, 1_000))
+        .await
+        .expect("create")
+        .job;
+    let source = store.claim("w1", 10, 1_000, 31_000).await.expect("claim");
+    let page = PageWrite {
+        records: vec![json!({"n": 1}), json!({"n": 2})],
+        ..PageWrite::default()
+    };
+    let handed = store
+        .finish_and_continue(
+            &source[0].fence,
+            Outcome::Succeeded,
+            Some(page),
+            2_000,
+            Some(32_000),
+        )
+        .await
+        .expect("finish the source")
+        .expect("the deliver step handed over");
+    assert_eq!(handed.claimed.step.kind, StepKind::Deliver);
+    if let Some(input) = handed.input {
+        let url = "https://hooks.example/in";
+        let read = input_of(store, job.id, url).await;
+        assert_eq!(input.created_at, read.created_at);
+        assert_eq!(input.records, read.records);
+        assert_eq!(
+            input
+                .sources
+                .iter()
+                .map(|s| (s.id, s.state, s.records))
+                .collect::<Vec<_>>(),
+            read.sources
+                .iter()
+                .map(|s| (s.id, s.state, s.records))
+                .collect::<Vec<_>>(),
+            "the sources as they ended"
+        );
+        assert_eq!(input.sources[0].state, StepState::Succeeded);
+        assert!(input.disabled.is_none());
+    }
+
+    disable(store, "https://hooks.example/gone", job.id, 2_500).await;
+    store
+        .create_job(new_job(1, 1, 3_000))
+        .await
+        .expect("create");
+    let source = store.claim("w1", 10, 3_000, 33_000).await.expect("claim");
+    let handed = handed_on(store, &source[0].fence, 3_100, Some(33_100))
+        .await
+        .expect("finish the source")
+        .expect("the deliver step handed over");
+    assert!(
+        handed.input.is_none(),
+        "with an endpoint disabled the input is read before the send, by endpoint"
+    );
 }
 
 /// A backend may read small inputs one way and large ones another (SQLite: on the writer's
@@ -920,6 +997,7 @@ macro_rules! store_conformance {
             ending_the_last_source_hands_its_delivery_to_the_worker,
             delivery_input_is_one_snapshot_of_what_a_delivery_sends,
             a_large_delivery_input_is_read_whole,
+            a_handed_delivery_comes_with_its_input_when_no_endpoint_is_disabled,
             a_fenced_worker_cannot_commit,
             retries_wait_then_dead_letter_and_replay,
             idempotency_keys_return_the_same_job_or_conflict,

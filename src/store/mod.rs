@@ -130,7 +130,8 @@ pub trait Store: Send + Sync {
     }
     /// [`Store::finish`], and when `lease_until` is given and the attempt ends its job's last
     /// unfinished source, the first deliver step that releases comes back leased to the
-    /// fence's owner until then (claimed in the same transaction); the others are queued.
+    /// fence's owner until then (claimed in the same transaction), with its input when the
+    /// store could read it there too; the others are queued.
     async fn finish_and_continue(
         &self,
         fence: &Fence,
@@ -138,7 +139,7 @@ pub trait Store: Send + Sync {
         last_page: Option<PageWrite>,
         now: Millis,
         lease_until: Option<Millis>,
-    ) -> Result<Option<Claimed>>;
+    ) -> Result<Option<Handed>>;
     /// Ends attempts whose lease expired (or every running one, when `all`), as `lease_expired`.
     async fn rescue(&self, now: Millis, all: bool) -> Result<u64>;
 
@@ -365,6 +366,16 @@ pub struct LookupTableInfo {
     pub name: String,
     pub entries: u64,
     pub updated_at: Millis,
+}
+
+/// A deliver step handed over by [`Store::finish_and_continue`].
+#[derive(Debug)]
+pub struct Handed {
+    pub claimed: Claimed,
+    /// What [`Store::delivery_input`] would answer for it, read in the handing transaction
+    /// (so one store round trip fewer per delivery); `None` when it was not read there (a
+    /// large input, or some endpoint disabled) and the worker reads it before the send.
+    pub input: Option<DeliveryInput>,
 }
 
 /// What a deliver step reads before it sends: see [`Store::delivery_input`].

@@ -35,6 +35,14 @@ pub fn disable(conn: &Connection, endpoint: &DisabledEndpoint) -> Result<()> {
     Ok(())
 }
 
+/// Whether any endpoint is disabled at all: when none is, a delivery's input needs no lookup
+/// of its own endpoint (and so no sink to name it).
+pub fn any(conn: &Connection) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM disabled_endpoints)")?
+        .query_row([], |row| row.get(0))?)
+}
+
 pub fn get(conn: &Connection, url: &str) -> Result<Option<DisabledEndpoint>> {
     Ok(conn
         .prepare_cached(&format!(

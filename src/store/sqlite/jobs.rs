@@ -226,10 +226,38 @@ pub fn delivery_input(
     endpoint: Option<&str>,
     most_records: Option<u64>,
 ) -> Result<DeliveryRead> {
-    let key = id.to_string();
+    delivery_input_of(conn, &id.to_string(), endpoint, most_records)
+}
+
+/// The input of the deliver step just handed over in this transaction, when it can be read
+/// here: no endpoint is disabled at all (so the step's own endpoint, which only its sink can
+/// name, needs no lookup) and its sources hold at most `most_records` records. `None` leaves
+/// the read to [`delivery_input`] before the send.
+pub fn handed_delivery_input(
+    conn: &Connection,
+    job_id: &str,
+    most_records: u64,
+) -> Result<Option<DeliveryInput>> {
+    if endpoints::any(conn)? {
+        return Ok(None);
+    }
+    Ok(
+        match delivery_input_of(conn, job_id, None, Some(most_records))? {
+            DeliveryRead::Found(input) => Some(input),
+            DeliveryRead::Missing | DeliveryRead::Larger => None,
+        },
+    )
+}
+
+fn delivery_input_of(
+    conn: &Connection,
+    key: &str,
+    endpoint: Option<&str>,
+    most_records: Option<u64>,
+) -> Result<DeliveryRead> {
     let created_at: Option<Millis> = conn
         .prepare_cached("SELECT created_at FROM jobs WHERE id = ?1")?
-        .query_row([&key], |row| row.get(0))
+        .query_row([key], |row| row.get(0))
         .optional()?;
     let Some(created_at) = created_at else {
         return Ok(DeliveryRead::Missing);
@@ -238,7 +266,7 @@ pub fn delivery_input(
         .prepare_cached(&format!(
             "SELECT {STEP_COLUMNS} FROM steps WHERE job_id = +?1 AND kind = 'collect' ORDER BY position"
         ))?
-        .query_map([&key], |row| rows::step(row).map(|(step, _)| step))?
+        .query_map([key], |row| rows::step(row).map(|(step, _)| step))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     if most_records.is_some_and(|most| sources.iter().map(|step| step.records).sum::<u64>() > most)
     {
@@ -246,7 +274,7 @@ pub fn delivery_input(
     }
     let records = conn
         .prepare_cached("SELECT step_id, data FROM records WHERE job_id = +?1 ORDER BY id")?
-        .query_map([&key], |row| Ok((row.get(0)?, rows::json(row, 1)?)))?
+        .query_map([key], |row| Ok((row.get(0)?, rows::json(row, 1)?)))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let disabled = match endpoint {
         Some(url) => endpoints::get(conn, url)?,

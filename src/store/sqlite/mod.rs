@@ -32,8 +32,8 @@ use tokio::sync::{Notify, Semaphore};
 use uuid::Uuid;
 
 use super::{
-    Created, DeliveryInput, DisabledEndpoint, Error, LogEntry, LookupTable, LookupTableInfo,
-    NewLogEntry, Result, Snapshot, Store,
+    Created, DeliveryInput, DisabledEndpoint, Error, Handed, LogEntry, LookupTable,
+    LookupTableInfo, NewLogEntry, Result, Snapshot, Store,
 };
 use crate::clock::Millis;
 use crate::job::{
@@ -361,9 +361,9 @@ impl Store for SqliteStore {
         last_page: Option<PageWrite>,
         now: Millis,
         lease_until: Option<Millis>,
-    ) -> Result<Option<Claimed>> {
+    ) -> Result<Option<Handed>> {
         let owned = fence.clone();
-        let handed = self
+        let (handed, input) = self
             .write_background(move |conn| {
                 let handoff = lease_until.map(|lease_until| steps::Handoff {
                     owner: &owned.owner,
@@ -371,10 +371,18 @@ impl Store for SqliteStore {
                 });
                 let finished =
                     steps::finish(conn, &owned, &outcome, last_page.as_ref(), now, handoff)?;
-                Ok((finished.handed, wake_if(finished.woke)))
+                let input = match &finished.handed {
+                    Some(raw) => {
+                        jobs::handed_delivery_input(conn, raw.job_id(), WRITER_READ_MOST_RECORDS)?
+                    }
+                    None => None,
+                };
+                Ok(((finished.handed, input), wake_if(finished.woke)))
             })
             .await?;
-        Ok(handed.and_then(|raw| steps::claimed(vec![raw], &fence.owner, now).pop()))
+        Ok(handed
+            .and_then(|raw| steps::claimed(vec![raw], &fence.owner, now).pop())
+            .map(|claimed| Handed { claimed, input }))
     }
 
     async fn rescue(&self, now: Millis, all: bool) -> Result<u64> {
@@ -835,9 +843,66 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::SqliteStore;
+    use crate::job::{NewJob, NewStep, Outcome, PageWrite, StepKind};
+    use crate::store::Store;
 
     crate::store_conformance!(
         |dir: &std::path::Path| SqliteStore::open(&dir.join("test.db"), 2).expect("open store")
     );
+
+    /// SQLite reads a small handed delivery's input on the writer, in the handing
+    /// transaction; past `WRITER_READ_MOST_RECORDS` records it leaves it to the read pool.
+    #[tokio::test]
+    async fn a_small_handed_delivery_is_read_with_its_handoff() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("test.db"), 2).expect("open store");
+        for records in [2, super::WRITER_READ_MOST_RECORDS as usize + 1] {
+            let step = |kind, name: &str| NewStep {
+                kind,
+                name: name.to_owned(),
+                config: json!({}),
+                max_attempts: 3,
+                deadline_at: 3_600_000,
+            };
+            store
+                .create_job(NewJob {
+                    id: uuid::Uuid::now_v7(),
+                    created_at: 1_000,
+                    spec: json!({}),
+                    steps: vec![
+                        step(StepKind::Collect, "noop"),
+                        step(StepKind::Deliver, "callback"),
+                    ],
+                    idempotency: None,
+                    generated_secrets: Vec::new(),
+                })
+                .await
+                .expect("create");
+            let source = store.claim("w1", 1, 1_000, 31_000).await.expect("claim");
+            let page = PageWrite {
+                records: (0..records).map(|n| json!({ "n": n })).collect(),
+                ..PageWrite::default()
+            };
+            let handed = store
+                .finish_and_continue(
+                    &source[0].fence,
+                    Outcome::Succeeded,
+                    Some(page),
+                    2_000,
+                    Some(32_000),
+                )
+                .await
+                .expect("finish")
+                .expect("handed");
+            let small = records <= super::WRITER_READ_MOST_RECORDS as usize;
+            assert_eq!(
+                handed.input.map(|input| input.records.len()),
+                small.then_some(records),
+                "{records} records"
+            );
+        }
+    }
 }

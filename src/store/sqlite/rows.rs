@@ -170,6 +170,10 @@ impl RawStep {
         })
     }
 
+    pub fn job_id(&self) -> &str {
+        &self.job_id
+    }
+
     pub fn id(&self) -> i64 {
         self.id
     }
