@@ -100,21 +100,10 @@ async fn succeed_and_continue(
     now: i64,
     lease_until: Option<i64>,
 ) -> super::Result<Option<Claimed>> {
-    Ok(handed_on(store, fence, now, lease_until)
+    Ok(store
+        .finish_and_continue(fence, Outcome::Succeeded, None, now, lease_until)
         .await?
         .map(|handed| handed.claimed))
-}
-
-/// [`succeed_and_continue`], keeping the input read with the handed step.
-async fn handed_on(
-    store: &dyn Store,
-    fence: &Fence,
-    now: i64,
-    lease_until: Option<i64>,
-) -> super::Result<Option<super::Handed>> {
-    store
-        .finish_and_continue(fence, Outcome::Succeeded, None, now, lease_until)
-        .await
 }
 
 /// Ending a job's last source with a handoff leases its first deliver step to the same owner
@@ -279,67 +268,62 @@ pub async fn delivery_input_is_one_snapshot_of_what_a_delivery_sends(store: &dyn
     assert!(other.disabled.is_none(), "only the named endpoint");
 }
 
+/// Creates a job of one source and one deliver step at `now`, ends its source as succeeded
+/// with `records` records and a handoff, and returns the deliver step handed over.
+pub async fn hand_over_after(store: &dyn Store, records: usize, now: i64) -> super::Handed {
+    store.create_job(new_job(1, 1, now)).await.expect("create");
+    let source = store
+        .claim("w1", 1, now, now + 30_000)
+        .await
+        .expect("claim");
+    let page = PageWrite {
+        records: (0..records).map(|n| json!({ "n": n })).collect(),
+        ..PageWrite::default()
+    };
+    store
+        .finish_and_continue(
+            &source[0].fence,
+            Outcome::Succeeded,
+            Some(page),
+            now + 1_000,
+            Some(now + 31_000),
+        )
+        .await
+        .expect("finish the source")
+        .expect("the deliver step handed over")
+}
+
 /// A handed deliver step may come with its input, read in the transaction that ended the
 /// last source: then it is exactly what `delivery_input` reads afterwards. While any endpoint
 /// is disabled the store cannot know whether it is this step's, so it reads nothing then.
 pub async fn a_handed_delivery_comes_with_its_input_when_no_endpoint_is_disabled(
     store: &dyn Store,
 ) {
-    let job = store
-        .create_job(new_job(1, 1, 1_000))
-        .await
-        .expect("create")
-        .job;
-    let source = store.claim("w1", 10, 1_000, 31_000).await.expect("claim");
-    let page = PageWrite {
-        records: vec![json!({"n": 1}), json!({"n": 2})],
-        ..PageWrite::default()
-    };
-    let handed = store
-        .finish_and_continue(
-            &source[0].fence,
-            Outcome::Succeeded,
-            Some(page),
-            2_000,
-            Some(32_000),
-        )
-        .await
-        .expect("finish the source")
-        .expect("the deliver step handed over");
+    let handed = hand_over_after(store, 2, 1_000).await;
+    let job_id = handed.claimed.step.job_id;
     assert_eq!(handed.claimed.step.kind, StepKind::Deliver);
     if let Some(input) = handed.input {
-        let url = "https://hooks.example/in";
-        let read = input_of(store, job.id, url).await;
+        let read = input_of(store, job_id, "https://hooks.example/in").await;
         assert_eq!(input.created_at, read.created_at);
         assert_eq!(input.records, read.records);
+        let ended = |sources: &[crate::job::Step]| -> Vec<_> {
+            sources
+                .iter()
+                .map(|step| (step.id, step.state, step.records))
+                .collect()
+        };
         assert_eq!(
-            input
-                .sources
-                .iter()
-                .map(|s| (s.id, s.state, s.records))
-                .collect::<Vec<_>>(),
-            read.sources
-                .iter()
-                .map(|s| (s.id, s.state, s.records))
-                .collect::<Vec<_>>(),
+            ended(&input.sources),
+            ended(&read.sources),
             "the sources as they ended"
         );
         assert_eq!(input.sources[0].state, StepState::Succeeded);
         assert!(input.disabled.is_none());
     }
 
-    disable(store, "https://hooks.example/gone", job.id, 2_500).await;
-    store
-        .create_job(new_job(1, 1, 3_000))
-        .await
-        .expect("create");
-    let source = store.claim("w1", 10, 3_000, 33_000).await.expect("claim");
-    let handed = handed_on(store, &source[0].fence, 3_100, Some(33_100))
-        .await
-        .expect("finish the source")
-        .expect("the deliver step handed over");
+    disable(store, "https://hooks.example/gone", job_id, 2_500).await;
     assert!(
-        handed.input.is_none(),
+        hand_over_after(store, 2, 3_000).await.input.is_none(),
         "with an endpoint disabled the input is read before the send, by endpoint"
     );
 }

@@ -843,11 +843,8 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::SqliteStore;
-    use crate::job::{NewJob, NewStep, Outcome, PageWrite, StepKind};
-    use crate::store::Store;
+    use crate::store::conformance::hand_over_after;
 
     crate::store_conformance!(
         |dir: &std::path::Path| SqliteStore::open(&dir.join("test.db"), 2).expect("open store")
@@ -860,43 +857,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SqliteStore::open(&dir.path().join("test.db"), 2).expect("open store");
         for records in [2, super::WRITER_READ_MOST_RECORDS as usize + 1] {
-            let step = |kind, name: &str| NewStep {
-                kind,
-                name: name.to_owned(),
-                config: json!({}),
-                max_attempts: 3,
-                deadline_at: 3_600_000,
-            };
-            store
-                .create_job(NewJob {
-                    id: uuid::Uuid::now_v7(),
-                    created_at: 1_000,
-                    spec: json!({}),
-                    steps: vec![
-                        step(StepKind::Collect, "noop"),
-                        step(StepKind::Deliver, "callback"),
-                    ],
-                    idempotency: None,
-                    generated_secrets: Vec::new(),
-                })
-                .await
-                .expect("create");
-            let source = store.claim("w1", 1, 1_000, 31_000).await.expect("claim");
-            let page = PageWrite {
-                records: (0..records).map(|n| json!({ "n": n })).collect(),
-                ..PageWrite::default()
-            };
-            let handed = store
-                .finish_and_continue(
-                    &source[0].fence,
-                    Outcome::Succeeded,
-                    Some(page),
-                    2_000,
-                    Some(32_000),
-                )
-                .await
-                .expect("finish")
-                .expect("handed");
+            let handed = hand_over_after(&store, records, 1_000).await;
             let small = records <= super::WRITER_READ_MOST_RECORDS as usize;
             assert_eq!(
                 handed.input.map(|input| input.records.len()),
