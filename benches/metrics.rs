@@ -22,9 +22,10 @@
 //! the server, the same for the baseline as for the application.
 //!
 //! Overrides: `GLEANER_BENCH_SECONDS` (each timed HTTP run, default 3), `GLEANER_BENCH_CLIENTS`
-//! (single-event connection counts, comma-separated, `32,256`), `GLEANER_BENCH_BATCH_CLIENTS` (8), `GLEANER_BENCH_SERIES`
-//! (100 000), `GLEANER_BENCH_DATAGRAMS` (50 000), `GLEANER_BENCH_ONLY` (some of
-//! `rss,single,batch,ndjson,statsd`); `GLEANER_BENCH_QUICK=1` scales N and times down 10×.
+//! (single-event connection counts, comma-separated, `32,256`), `GLEANER_BENCH_BATCH_CLIENTS`
+//! (8), `GLEANER_BENCH_SERIES` (100 000), `GLEANER_BENCH_DATAGRAMS` (50 000),
+//! `GLEANER_BENCH_ONLY` (some of `rss,single,batch,ndjson,statsd`); `GLEANER_BENCH_QUICK=1`
+//! scales N and times down 10×.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;

@@ -217,6 +217,16 @@ pub enum DeliveryRead {
     Larger,
 }
 
+impl DeliveryRead {
+    /// The input, if it was read.
+    pub fn found(self) -> Option<DeliveryInput> {
+        match self {
+            DeliveryRead::Found(input) => Some(input),
+            DeliveryRead::Missing | DeliveryRead::Larger => None,
+        }
+    }
+}
+
 /// The job's creation time, collect steps and records, and the endpoint's disabled entry, all
 /// read in the caller's transaction so they come from one snapshot; [`DeliveryRead::Larger`],
 /// before any record is read, when the sources hold more than `most_records`.
@@ -241,12 +251,7 @@ pub fn handed_delivery_input(
     if endpoints::any(conn)? {
         return Ok(None);
     }
-    Ok(
-        match delivery_input_of(conn, job_id, None, Some(most_records))? {
-            DeliveryRead::Found(input) => Some(input),
-            DeliveryRead::Missing | DeliveryRead::Larger => None,
-        },
-    )
+    Ok(delivery_input_of(conn, job_id, None, Some(most_records))?.found())
 }
 
 fn delivery_input_of(

@@ -301,10 +301,7 @@ impl Store for SqliteStore {
             }
             read => read,
         };
-        Ok(match read {
-            DeliveryRead::Found(input) => Some(input),
-            DeliveryRead::Missing | DeliveryRead::Larger => None,
-        })
+        Ok(read.found())
     }
 
     async fn original_records(
